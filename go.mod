@@ -1,0 +1,3 @@
+module github.com/xenmig/xenmig
+
+go 1.26.8

@@ -63,6 +63,13 @@ func (b *Bitmap) Or(o *Bitmap) {
 	}
 }
 
+// And keeps only the gfns also in o (which must have the same length).
+func (b *Bitmap) And(o *Bitmap) {
+	for i, w := range o.words {
+		b.words[i] &= w
+	}
+}
+
 // AndNot removes every gfn of o (which must have the same length) from b.
 func (b *Bitmap) AndNot(o *Bitmap) {
 	for i, w := range o.words {

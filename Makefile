@@ -1,0 +1,43 @@
+# xenmig build, test and lint targets. See README.md.
+
+export PATH := /usr/local/go/bin:$(PATH)
+GO      ?= go
+GOBIN   := $(shell $(GO) env GOPATH)/bin
+STATICCHECK := $(GOBIN)/staticcheck
+
+.PHONY: all build build-xen test bench lint demo clean
+
+all: build
+
+## build: the dom0 binary and the guest agent into bin/ (simulator backend only)
+build:
+	mkdir -p bin
+	$(GO) build -o bin/ ./cmd/...
+
+## build-xen: the same with the real Xen backend (needs libxen-dev, cgo)
+build-xen:
+	mkdir -p bin
+	$(GO) build -tags xen -o bin/ ./cmd/...
+
+## test: every test (the README's test command)
+test:
+	$(GO) test ./...
+
+## bench: the migration benchmark table (xenmig bench)
+bench: build
+	./bin/xenmig bench
+
+## lint: gofmt, go vet and staticcheck
+lint:
+	@files=$$(gofmt -l .); \
+	if [ -n "$$files" ]; then echo "gofmt needed on:"; echo "$$files"; exit 1; fi
+	$(GO) vet ./...
+	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@latest
+	$(STATICCHECK) ./...
+
+## demo: a post-copy migration between two simulated hosts in this process
+demo:
+	$(GO) run ./cmd/xenmig demo
+
+clean:
+	rm -rf bin out

@@ -1,0 +1,285 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+
+	"github.com/xenmig/xenmig/hypervisor"
+)
+
+// Role says which of a migration's two connections a Hello opens.
+type Role uint8
+
+// Connection roles.
+const (
+	RoleMain   Role = 1 // control and bulk pages, sender -> receiver
+	RoleUrgent Role = 2 // fault requests receiver -> sender, demanded pages back
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleMain:
+		return "main"
+	case RoleUrgent:
+		return "urgent"
+	}
+	return fmt.Sprintf("role(%d)", uint8(r))
+}
+
+// Hello opens a connection: the sender's protocol version, the connection's
+// role and the migration's session id, shared by its two connections.
+type Hello struct {
+	Version uint32
+	Role    Role
+	Session [16]byte
+}
+
+const helloSize = len(Magic) + 4 + 1 + 16
+
+// Marshal encodes h.
+func (h Hello) Marshal() []byte {
+	b := make([]byte, 0, helloSize)
+	b = append(b, Magic...)
+	b = binary.LittleEndian.AppendUint32(b, h.Version)
+	b = append(b, byte(h.Role))
+	return append(b, h.Session[:]...)
+}
+
+// UnmarshalHello decodes a Hello. A body without the magic is not xenmig.
+func UnmarshalHello(b []byte) (Hello, error) {
+	if len(b) < len(Magic) || string(b[:len(Magic)]) != Magic {
+		return Hello{}, fmt.Errorf("hello: bad magic: %w", ErrMalformed)
+	}
+	if len(b) != helloSize {
+		return Hello{}, fmt.Errorf("hello: %d bytes, want %d: %w", len(b), helloSize, ErrMalformed)
+	}
+	h := Hello{Version: binary.LittleEndian.Uint32(b[8:]), Role: Role(b[12])}
+	copy(h.Session[:], b[13:])
+	return h, nil
+}
+
+// PageFlags qualify a Pages batch.
+type PageFlags uint32
+
+// Pages batch flags.
+const (
+	// PagesStage marks pages sent before the switchover in hybrid mode: the
+	// receiver keeps them aside until the owed list says which are current.
+	PagesStage PageFlags = 1 << 0
+	// PagesDemand marks pages sent in answer to a Request.
+	PagesDemand PageFlags = 1 << 1
+)
+
+// zeroBit marks a gfn whose page is all zeroes; no data follows for it.
+const zeroBit = 1 << 63
+
+// Pages is a batch of pages: gfns, which are zero, and the data of the others
+// in gfn order, PageSize bytes each.
+type Pages struct {
+	Flags PageFlags
+	GFNs  []hypervisor.GFN
+	Zero  []bool
+	Data  []byte // the non-zero pages, concatenated
+}
+
+// AppendPagesHeader encodes the header of a batch: the count, the flags and
+// one entry per gfn. The data of the non-zero pages follows it.
+func AppendPagesHeader(b []byte, flags PageFlags, gfns []hypervisor.GFN, zero []bool) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(gfns)))
+	b = binary.LittleEndian.AppendUint32(b, uint32(flags))
+	for i, g := range gfns {
+		e := uint64(g)
+		if zero[i] {
+			e |= zeroBit
+		}
+		b = binary.LittleEndian.AppendUint64(b, e)
+	}
+	return b
+}
+
+// UnmarshalPages decodes a batch. Its slices alias b.
+func UnmarshalPages(b []byte) (Pages, error) {
+	if len(b) < 8 {
+		return Pages{}, fmt.Errorf("pages: short header: %w", ErrMalformed)
+	}
+	n := binary.LittleEndian.Uint32(b)
+	p := Pages{Flags: PageFlags(binary.LittleEndian.Uint32(b[4:]))}
+	b = b[8:]
+	if uint64(len(b)) < uint64(n)*8 {
+		return Pages{}, fmt.Errorf("pages: %d entries in %d bytes: %w", n, len(b), ErrMalformed)
+	}
+	p.GFNs = make([]hypervisor.GFN, n)
+	p.Zero = make([]bool, n)
+	var data int
+	for i := range p.GFNs {
+		e := binary.LittleEndian.Uint64(b[i*8:])
+		p.GFNs[i] = hypervisor.GFN(e &^ zeroBit)
+		p.Zero[i] = e&zeroBit != 0
+		if !p.Zero[i] {
+			data++
+		}
+	}
+	p.Data = b[n*8:]
+	if len(p.Data) != data*hypervisor.PageSize {
+		return Pages{}, fmt.Errorf("pages: %d data bytes for %d pages: %w", len(p.Data), data, ErrMalformed)
+	}
+	return p, nil
+}
+
+// MarshalGFNs encodes a list of gfns (Request and Owed bodies).
+func MarshalGFNs(gfns []hypervisor.GFN) []byte {
+	b := make([]byte, 0, 4+8*len(gfns))
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(gfns)))
+	for _, g := range gfns {
+		b = binary.LittleEndian.AppendUint64(b, uint64(g))
+	}
+	return b
+}
+
+// UnmarshalGFNs decodes a list of gfns.
+func UnmarshalGFNs(b []byte) ([]hypervisor.GFN, error) {
+	if len(b) < 4 {
+		return nil, fmt.Errorf("gfn list: short: %w", ErrMalformed)
+	}
+	n := binary.LittleEndian.Uint32(b)
+	if uint64(len(b)-4) != uint64(n)*8 {
+		return nil, fmt.Errorf("gfn list: %d entries in %d bytes: %w", n, len(b)-4, ErrMalformed)
+	}
+	out := make([]hypervisor.GFN, n)
+	for i := range out {
+		out[i] = hypervisor.GFN(binary.LittleEndian.Uint64(b[4+8*i:]))
+	}
+	return out, nil
+}
+
+// Config opens a migration: what the receiver needs to build the shell.
+type Config struct {
+	Mode   string                  `json:"mode"`
+	Domain hypervisor.DomainConfig `json:"domain"`
+	MaxGFN hypervisor.GFN          `json:"max_gfn"`
+	// Populated is the source's populated set over [0, MaxGFN]; it travels
+	// as raw bitmap words after the JSON part.
+	Populated *hypervisor.Bitmap `json:"-"`
+	// Ballooned counts gfns the guest's balloon gave back before the copy.
+	Ballooned uint64 `json:"ballooned"`
+	// ReportGuest asks the receiver to wait for a simulated guest to finish
+	// its run and report its memory digest.
+	ReportGuest bool `json:"report_guest"`
+}
+
+// Marshal encodes c: a u32 length, the JSON part, the bitmap words.
+func (c Config) Marshal() ([]byte, error) {
+	js, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	words := c.Populated.Words()
+	b := make([]byte, 0, 4+len(js)+8*len(words))
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(js)))
+	b = append(b, js...)
+	for _, w := range words {
+		b = binary.LittleEndian.AppendUint64(b, w)
+	}
+	return b, nil
+}
+
+// UnmarshalConfig decodes a Config.
+func UnmarshalConfig(b []byte) (Config, error) {
+	var c Config
+	if len(b) < 4 {
+		return c, fmt.Errorf("config: short: %w", ErrMalformed)
+	}
+	n := binary.LittleEndian.Uint32(b)
+	if uint64(n) > uint64(len(b)-4) {
+		return c, fmt.Errorf("config: json length %d beyond body: %w", n, ErrMalformed)
+	}
+	if err := json.Unmarshal(b[4:4+n], &c); err != nil {
+		return c, fmt.Errorf("config: %v: %w", err, ErrMalformed)
+	}
+	rest := b[4+n:]
+	nbits := uint64(c.MaxGFN) + 1
+	if uint64(len(rest)) != (nbits+63)/64*8 {
+		return c, fmt.Errorf("config: bitmap of %d bytes for %d gfns: %w", len(rest), nbits, ErrMalformed)
+	}
+	words := make([]uint64, len(rest)/8)
+	for i := range words {
+		words[i] = binary.LittleEndian.Uint64(rest[8*i:])
+	}
+	c.Populated = hypervisor.BitmapFromWords(words, nbits)
+	return c, nil
+}
+
+// MarshalCPU encodes vCPU state: the HVM context, the parameters, the TSC.
+func MarshalCPU(s hypervisor.CPUState) []byte {
+	var b []byte
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(s.HVMContext)))
+	b = append(b, s.HVMContext...)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(s.Params)))
+	for k, v := range s.Params {
+		b = binary.LittleEndian.AppendUint32(b, k)
+		b = binary.LittleEndian.AppendUint64(b, v)
+	}
+	b = binary.LittleEndian.AppendUint32(b, s.TSC.Mode)
+	b = binary.LittleEndian.AppendUint64(b, s.TSC.ElapsedNsec)
+	b = binary.LittleEndian.AppendUint32(b, s.TSC.GTSCkHz)
+	return binary.LittleEndian.AppendUint32(b, s.TSC.Incarnation)
+}
+
+// UnmarshalCPU decodes vCPU state.
+func UnmarshalCPU(b []byte) (hypervisor.CPUState, error) {
+	var s hypervisor.CPUState
+	r := bytes.NewReader(b)
+	var n uint32
+	if err := binary.Read(r, binary.LittleEndian, &n); err != nil || uint64(n) > uint64(r.Len()) {
+		return s, fmt.Errorf("cpu: context length: %w", ErrMalformed)
+	}
+	s.HVMContext = make([]byte, n)
+	r.Read(s.HVMContext)
+	if err := binary.Read(r, binary.LittleEndian, &n); err != nil || uint64(n)*12 > uint64(r.Len()) {
+		return s, fmt.Errorf("cpu: parameter count: %w", ErrMalformed)
+	}
+	s.Params = make(map[uint32]uint64, n)
+	for range n {
+		var kv struct {
+			K uint32
+			V uint64
+		}
+		binary.Read(r, binary.LittleEndian, &kv)
+		s.Params[kv.K] = kv.V
+	}
+	if err := binary.Read(r, binary.LittleEndian, &s.TSC); err != nil || r.Len() != 0 {
+		return s, fmt.Errorf("cpu: tsc info: %w", ErrMalformed)
+	}
+	return s, nil
+}
+
+// MarshalJSON encodes a control record body (Abort, Stats and the like).
+func MarshalJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("wire: marshal %T: %v", v, err)) // only plain structs are passed
+	}
+	return b
+}
+
+// UnmarshalJSON decodes a control record body into v.
+func UnmarshalJSON(t Type, b []byte, v any) error {
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%v record: %v: %w", t, err, ErrMalformed)
+	}
+	return nil
+}
+
+// Ack answers a Hello.
+type Ack struct {
+	OK      bool   `json:"ok"`
+	Version uint32 `json:"version"`
+	Message string `json:"message,omitempty"`
+}
+
+// Abort says why a peer gave up.
+type Abort struct {
+	Reason string `json:"reason"`
+}

@@ -1,0 +1,145 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"reflect"
+	"testing"
+
+	"github.com/xenmig/xenmig/hypervisor"
+)
+
+func TestRecordRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	records := []struct {
+		t    Type
+		body []byte
+	}{
+		{TypeHello, Hello{Version: Version, Role: RoleUrgent, Session: [16]byte{1, 2}}.Marshal()},
+		{TypePushDone, nil},
+		{TypePages, bytes.Repeat([]byte{7}, 3*hypervisor.PageSize)},
+	}
+	for _, r := range records {
+		if err := w.Write(r.t, r.body); err != nil {
+			t.Fatalf("Write(%v) = %v", r.t, err)
+		}
+	}
+	rd := NewReader(&buf)
+	for _, want := range records {
+		typ, body, err := rd.Read()
+		if err != nil || typ != want.t || !bytes.Equal(body, want.body) {
+			t.Fatalf("Read() = %v, %d bytes, %v; want %v, %d bytes", typ, len(body), err, want.t, len(want.body))
+		}
+	}
+	if _, _, err := rd.Read(); err != io.EOF {
+		t.Errorf("Read() at end = %v, want io.EOF", err)
+	}
+}
+
+func TestReadRejectsCorruption(t *testing.T) {
+	var buf bytes.Buffer
+	if err := NewWriter(&buf).Write(TypeAbort, []byte(`{"reason":"x"}`)); err != nil {
+		t.Fatal(err)
+	}
+	good := buf.Bytes()
+	for _, tc := range []struct {
+		name string
+		mut  func([]byte) []byte
+		want error
+	}{
+		{"flipped body bit", func(b []byte) []byte { b[HeaderSize+2] ^= 1; return b }, ErrChecksum},
+		{"huge length", func(b []byte) []byte { b[7] = 0xff; return b }, ErrTooLarge},
+		{"truncated body", func(b []byte) []byte { return b[:len(b)-1] }, io.ErrUnexpectedEOF},
+		{"truncated header", func(b []byte) []byte { return b[:5] }, io.ErrUnexpectedEOF},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := tc.mut(append([]byte(nil), good...))
+			_, _, err := NewReader(bytes.NewReader(b)).Read()
+			if !errors.Is(err, tc.want) {
+				t.Errorf("Read() = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestPagesRoundTrip(t *testing.T) {
+	gfns := []hypervisor.GFN{5, 1 << 40, 9}
+	zero := []bool{false, true, false}
+	data := append(bytes.Repeat([]byte{1}, hypervisor.PageSize), bytes.Repeat([]byte{2}, hypervisor.PageSize)...)
+	body := append(AppendPagesHeader(nil, PagesDemand, gfns, zero), data...)
+	p, err := UnmarshalPages(body)
+	if err != nil {
+		t.Fatalf("UnmarshalPages() = %v", err)
+	}
+	want := Pages{Flags: PagesDemand, GFNs: gfns, Zero: zero, Data: data}
+	if !reflect.DeepEqual(p, want) {
+		t.Errorf("UnmarshalPages() = %+v, want %+v", p.GFNs, want.GFNs)
+	}
+	if _, err := UnmarshalPages(body[:len(body)-1]); !errors.Is(err, ErrMalformed) {
+		t.Errorf("UnmarshalPages(short data) = %v, want ErrMalformed", err)
+	}
+}
+
+func TestConfigRoundTrip(t *testing.T) {
+	pop := hypervisor.NewBitmap(100)
+	pop.Set(3)
+	pop.Set(99)
+	c := Config{Mode: "postcopy", MaxGFN: 99, Populated: pop, Ballooned: 4,
+		Domain: hypervisor.DomainConfig{Name: "web01", VCPUs: 2, MaxPages: 100, Backend: "sim", Raw: []byte(`{}`)}}
+	b, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := UnmarshalConfig(b)
+	if err != nil {
+		t.Fatalf("UnmarshalConfig() = %v", err)
+	}
+	if !reflect.DeepEqual(got.Populated.GFNs(), pop.GFNs()) || got.Domain.Name != "web01" || got.Ballooned != 4 {
+		t.Errorf("UnmarshalConfig() = %+v, want %+v", got, c)
+	}
+}
+
+func TestCPURoundTrip(t *testing.T) {
+	s := hypervisor.CPUState{HVMContext: []byte("ctx"), Params: map[uint32]uint64{27: 0xfeff0}, TSC: hypervisor.TSCInfo{Mode: 1, ElapsedNsec: 2, GTSCkHz: 3, Incarnation: 4}}
+	got, err := UnmarshalCPU(MarshalCPU(s))
+	if err != nil || !reflect.DeepEqual(got, s) {
+		t.Errorf("UnmarshalCPU(MarshalCPU(%+v)) = %+v, %v", s, got, err)
+	}
+}
+
+func TestHelloRejectsStranger(t *testing.T) {
+	if _, err := UnmarshalHello([]byte("GET / HTTP/1.1\r\n\r\n")); !errors.Is(err, ErrMalformed) {
+		t.Errorf("UnmarshalHello(http) = %v, want ErrMalformed", err)
+	}
+}
+
+// FuzzReader: no input makes the reader panic, and what it accepts has a
+// valid checksum.
+func FuzzReader(f *testing.F) {
+	var buf bytes.Buffer
+	NewWriter(&buf).Write(TypePages, AppendPagesHeader(nil, 0, []hypervisor.GFN{1}, []bool{true}))
+	f.Add(buf.Bytes())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := NewReader(bytes.NewReader(b))
+		for {
+			typ, body, err := r.Read()
+			if err != nil {
+				return
+			}
+			switch typ {
+			case TypePages:
+				UnmarshalPages(body)
+			case TypeConfig:
+				UnmarshalConfig(body)
+			case TypeCPU:
+				UnmarshalCPU(body)
+			case TypeRequest, TypeOwed:
+				UnmarshalGFNs(body)
+			case TypeHello:
+				UnmarshalHello(body)
+			}
+		}
+	})
+}

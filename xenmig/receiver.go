@@ -1,0 +1,681 @@
+package xenmig
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/xenmig/xenmig/hypervisor"
+	"github.com/xenmig/xenmig/xenmig/internal/wire"
+)
+
+// Incoming describes a migration this host received.
+type Incoming struct {
+	Domain hypervisor.DomID
+	Name   string
+	Mode   Mode
+	Pages  uint64 // gfns installed
+	// Digest is the guest's final memory digest, when the sender asked for
+	// one and the backend can compute it.
+	Digest string
+}
+
+// Receive accepts the next migration on l and carries it out on hv. It returns
+// once the sender has confirmed the end of the migration (and, when asked, the
+// simulated guest has finished its run).
+//
+// Before the switchover, any failure destroys the half-built domain here and
+// the source keeps running. After it, a failure wraps ErrCommitted and the
+// domain is left paused here.
+func Receive(ctx context.Context, hv hypervisor.Hypervisor, l *Listener, opts ...Option) (*Incoming, error) {
+	o := buildOptions(opts)
+	main, urgent, err := l.accept(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := &receiver{hv: hv, options: o, main: main, urgent: urgent, log: o.log.WithField("peer", main.RemoteAddr().String())}
+	defer main.Close()
+	defer urgent.Close()
+	return r.run(ctx)
+}
+
+// receiver is one incoming migration.
+type receiver struct {
+	hv hypervisor.Hypervisor
+	options
+	log          *logrus.Entry
+	main, urgent *conn
+
+	cfg   wire.Config
+	dom   hypervisor.DomID
+	pager hypervisor.Pager
+	in    *installer
+}
+
+func (r *receiver) run(ctx context.Context) (*Incoming, error) {
+	start := time.Now()
+	body, err := r.main.expect(wire.TypeConfig)
+	if err != nil {
+		return nil, fmt.Errorf("waiting for the domain's config: %w", err)
+	}
+	if r.cfg, err = wire.UnmarshalConfig(body); err != nil {
+		return nil, r.refuse(err)
+	}
+	mode := Mode(r.cfg.Mode)
+	r.log = r.log.WithFields(logrus.Fields{"name": r.cfg.Domain.Name, "mode": mode})
+	r.log.Info("incoming migration")
+
+	built := false
+	undo := func(cause error) error {
+		r.main.w.Write(wire.TypeAbort, wire.MarshalJSON(wire.Abort{Reason: cause.Error()}))
+		if r.pager != nil {
+			r.pager.Close()
+		}
+		if built {
+			if err := r.hv.Destroy(r.dom); err != nil {
+				r.log.WithError(err).Warn("could not destroy the half-built domain")
+			}
+		}
+		r.log.WithError(cause).Warn("incoming migration failed before the switchover; nothing kept")
+		return cause
+	}
+
+	if r.dom, err = r.hv.CreateShell(r.cfg.Domain); err != nil {
+		return nil, undo(fmt.Errorf("create domain shell: %w", err))
+	}
+	built = true
+	r.log = r.log.WithField("domain", r.dom)
+	if err := r.prepare(mode != PreCopy); err != nil {
+		return nil, undo(err)
+	}
+	prepMS := ms(time.Since(start))
+	if err := r.main.w.Write(wire.TypePrepared); err != nil {
+		return nil, undo(fmt.Errorf("send prepared: %w", err))
+	}
+	r.log.WithField("ms", prepMS).Info("domain shell prepared")
+
+	// Until Go: pages (pre-copy), the owed list (hybrid), the vCPU state.
+	for ready := false; ; {
+		typ, body, err := r.main.r.Read()
+		if err != nil {
+			return nil, undo(fmt.Errorf("connection to the source lost before the switchover: %w", err))
+		}
+		switch typ {
+		case wire.TypePages:
+			p, err := wire.UnmarshalPages(body)
+			if err == nil {
+				err = r.precopyPages(p)
+			}
+			if err != nil {
+				return nil, undo(err)
+			}
+		case wire.TypeOwed:
+			gfns, err := wire.UnmarshalGFNs(body)
+			if err != nil || r.in == nil {
+				return nil, undo(fmt.Errorf("owed list: %w", errors.Join(err, wire.ErrMalformed)))
+			}
+			r.in.forget(gfns)
+		case wire.TypeCPU:
+			s, err := wire.UnmarshalCPU(body)
+			if err == nil {
+				err = r.hv.RestoreCPU(r.dom, s)
+			}
+			if err != nil {
+				return nil, undo(fmt.Errorf("restore vCPU state: %w", err))
+			}
+			if err := r.main.w.Write(wire.TypeReady); err != nil {
+				return nil, undo(fmt.Errorf("send ready: %w", err))
+			}
+			ready = true
+		case wire.TypeGo:
+			if !ready {
+				return nil, undo(fmt.Errorf("go before vCPU state: %w", wire.ErrMalformed))
+			}
+			return r.switchover(ctx, mode, prepMS)
+		case wire.TypeAbort:
+			var a wire.Abort
+			wire.UnmarshalJSON(typ, body, &a)
+			return nil, undo(fmt.Errorf("%w: %s", ErrAborted, a.Reason))
+		default:
+			return nil, undo(fmt.Errorf("unexpected %v record before the switchover: %w", typ, wire.ErrMalformed))
+		}
+	}
+}
+
+// refuse tells the sender why and returns err.
+func (r *receiver) refuse(err error) error {
+	r.main.w.Write(wire.TypeAbort, wire.MarshalJSON(wire.Abort{Reason: err.Error()}))
+	return err
+}
+
+// prepare makes the shell's memory layout the source's and, for post-copy,
+// pages every gfn out so the guest's first touch of each faults to us. It runs
+// while the source still runs: on Xen each evict costs microseconds.
+func (r *receiver) prepare(paging bool) error {
+	shell, err := r.hv.Populated(r.dom)
+	if err != nil {
+		return fmt.Errorf("shell layout: %w", err)
+	}
+	want := r.cfg.Populated
+	if shell.Len() != want.Len() {
+		return fmt.Errorf("shell has %d gfns, source %d: %w", shell.Len(), want.Len(), hypervisor.ErrInvalid)
+	}
+	extra := shell.Clone()
+	extra.AndNot(want) // ballooned out on the source
+	if gfns := extra.GFNs(); len(gfns) > 0 {
+		if err := r.hv.Depopulate(r.dom, gfns); err != nil {
+			return fmt.Errorf("release %d ballooned gfns: %w", len(gfns), err)
+		}
+	}
+	missing := want.Clone()
+	missing.AndNot(shell)
+	if gfns := missing.GFNs(); len(gfns) > 0 {
+		if err := r.hv.Populate(r.dom, gfns); err != nil {
+			return fmt.Errorf("populate %d gfns: %w", len(gfns), err)
+		}
+	}
+	if !paging {
+		return nil
+	}
+	if r.pager, err = r.hv.EnablePaging(r.dom); err != nil {
+		if errors.Is(err, hypervisor.ErrPagingUnsupported) {
+			return fmt.Errorf("%w; migrate with --mode precopy instead", err)
+		}
+		return fmt.Errorf("enable paging: %w", err)
+	}
+	var evictErr error
+	want.ForEach(func(g hypervisor.GFN) {
+		if evictErr != nil {
+			return
+		}
+		if err := r.pager.Nominate(g); err != nil {
+			evictErr = fmt.Errorf("nominate gfn %#x: %w", uint64(g), err)
+		} else if err := r.pager.Evict(g); err != nil {
+			evictErr = fmt.Errorf("evict gfn %#x: %w", uint64(g), err)
+		}
+	})
+	if evictErr != nil {
+		return evictErr
+	}
+	r.in = newInstaller(r.pager, want)
+	return nil
+}
+
+// precopyPages takes a batch sent before the switchover: written straight
+// into the guest in pre-copy, kept aside in hybrid until the owed list says
+// which copies are current.
+func (r *receiver) precopyPages(p wire.Pages) error {
+	if p.Flags&wire.PagesStage != 0 {
+		if r.in == nil {
+			return fmt.Errorf("staged pages without paging: %w", wire.ErrMalformed)
+		}
+		return r.in.stage(p)
+	}
+	if r.in != nil {
+		return fmt.Errorf("unstaged pages before the switchover in post-copy: %w", wire.ErrMalformed)
+	}
+	data := expand(p)
+	if err := r.hv.WritePages(r.dom, p.GFNs, data); err != nil {
+		return fmt.Errorf("write %d pages: %w", len(p.GFNs), err)
+	}
+	return nil
+}
+
+// expand returns the batch's pages in gfn order, zero pages included.
+func expand(p wire.Pages) []byte {
+	out := make([]byte, len(p.GFNs)*hypervisor.PageSize)
+	off := 0
+	for i := range p.GFNs {
+		if !p.Zero[i] {
+			copy(out[i*hypervisor.PageSize:], p.Data[off:off+hypervisor.PageSize])
+			off += hypervisor.PageSize
+		}
+	}
+	return out
+}
+
+// switchover resumes the guest here and, in post-copy, serves its faults and
+// installs pushed pages until every gfn is present.
+func (r *receiver) switchover(ctx context.Context, mode Mode, prepMS float64) (*Incoming, error) {
+	goAt := time.Now()
+	opsStart, _ := r.ops()
+	if err := r.hv.Unpause(r.dom); err != nil {
+		// Nothing has run here yet, but the source has committed: keep
+		// what we have and say so.
+		return nil, fmt.Errorf("%w: unpause: %v", ErrCommitted, err)
+	}
+	resumeMS := ms(time.Since(goAt))
+	if err := r.main.w.Write(wire.TypeResumed); err != nil {
+		return nil, r.lost(fmt.Errorf("send resumed: %w", err))
+	}
+	r.log.WithField("resume_ms", resumeMS).Info("domain running here")
+
+	rep := receiverReport{PreparationMS: prepMS, ResumeMS: resumeMS}
+	if r.in != nil {
+		if err := r.serve(ctx); err != nil {
+			return nil, r.lost(err)
+		}
+		if err := r.pager.Close(); err != nil {
+			return nil, r.lost(fmt.Errorf("detach pager: %w", err))
+		}
+		rep.NetworkFaults, rep.LocalFaults = r.in.networkFaults.Load(), r.in.localFaults.Load()
+		lat := r.in.latencies()
+		rep.FaultP50US, rep.FaultP99US = percentile(lat, 50), percentile(lat, 99)
+	}
+	completeAt := time.Now()
+	if err := r.main.w.Write(wire.TypeComplete); err != nil {
+		return nil, r.lost(fmt.Errorf("send complete: %w", err))
+	}
+	r.log.Info("every page installed")
+	r.measureGuest(&rep, opsStart, goAt, completeAt)
+	if err := r.main.w.Write(wire.TypeStats, wire.MarshalJSON(rep)); err != nil {
+		return nil, r.lost(fmt.Errorf("send stats: %w", err))
+	}
+	if _, err := r.main.expect(wire.TypeFinished); err != nil {
+		r.log.WithError(err).Warn("source did not confirm the end; the domain is complete here")
+	}
+	inc := &Incoming{Domain: r.dom, Name: r.cfg.Domain.Name, Mode: mode, Pages: r.cfg.Populated.Count()}
+	if r.cfg.ReportGuest {
+		inc.Digest = r.reportGuest(ctx)
+	}
+	return inc, nil
+}
+
+// lost handles a failure after the switchover: the guest may be waiting on
+// pages only the source has, so it is paused here rather than left hanging.
+func (r *receiver) lost(err error) error {
+	if perr := r.hv.Pause(r.dom); perr != nil {
+		r.log.WithError(perr).Error("could not pause the domain")
+	}
+	r.log.WithError(err).Error("migration failed after the switchover; domain paused here")
+	return fmt.Errorf("%w: %v; domain %d paused here with memory still owed by the source", ErrCommitted, err, r.dom)
+}
+
+// serve runs post-copy until every gfn is installed.
+func (r *receiver) serve(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	stop := make(chan struct{})
+	g.Go(func() error { return r.serveFaults(gctx, stop) })
+	g.Go(func() error { return r.readPages(gctx, r.urgent, "urgent", stop) })
+	g.Go(func() error { return r.readPages(gctx, r.main, "main", stop) }) // ends at push-done
+	g.Go(func() error { return r.in.drainStaged(gctx, stop) })
+	select {
+	case <-r.in.done:
+	case <-gctx.Done():
+	}
+	close(stop)
+	r.urgent.Close() // unblocks the urgent reader; the source closes its side too
+	err := g.Wait()
+	select {
+	case <-r.in.done:
+		return err
+	default:
+		if err == nil {
+			err = ctx.Err()
+		}
+		return err
+	}
+}
+
+// serveFaults turns the guest's paging requests into requests to the source.
+func (r *receiver) serveFaults(ctx context.Context, stop <-chan struct{}) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		reqs, err := r.pager.Requests(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("paging ring: %w", err)
+		}
+		ask, err := r.in.fault(reqs)
+		if err != nil {
+			return err
+		}
+		if len(ask) > 0 {
+			if err := r.urgent.w.Write(wire.TypeRequest, wire.MarshalGFNs(ask)); err != nil {
+				select {
+				case <-stop:
+					return nil
+				default:
+				}
+				return fmt.Errorf("request pages from the source: %w", err)
+			}
+		}
+	}
+}
+
+// readPages installs the pages arriving on c until stop.
+func (r *receiver) readPages(ctx context.Context, c *conn, name string, stop <-chan struct{}) error {
+	for {
+		typ, body, err := c.r.Read()
+		if err != nil {
+			select {
+			case <-stop:
+				return nil
+			default:
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("%s channel: %w", name, err)
+		}
+		switch typ {
+		case wire.TypePages:
+			p, err := wire.UnmarshalPages(body)
+			if err != nil {
+				return err
+			}
+			if err := r.in.installBatch(p); err != nil {
+				return err
+			}
+		case wire.TypePushDone:
+			r.log.Debug("source finished pushing")
+			if c == r.main {
+				return nil // the rest of the main channel is read by run
+			}
+		case wire.TypeAbort:
+			var a wire.Abort
+			wire.UnmarshalJSON(typ, body, &a)
+			return fmt.Errorf("%w: %s", ErrAborted, a.Reason)
+		default:
+			return fmt.Errorf("unexpected %v record in post-copy: %w", typ, wire.ErrMalformed)
+		}
+	}
+}
+
+// measureGuest adds what the backend sees of the guest to rep.
+func (r *receiver) measureGuest(rep *receiverReport, opsStart uint64, goAt, completeAt time.Time) {
+	in, ok := r.hv.(hypervisor.Inspector)
+	if !ok {
+		return
+	}
+	p, err := in.Progress(r.dom)
+	if err != nil {
+		return
+	}
+	if d := completeAt.Sub(goAt); d > 0 {
+		rep.OpsDuring = float64(p.Ops-opsStart) / d.Seconds()
+	}
+	for _, b := range p.Blocked {
+		rep.VCPUBlockedMS = append(rep.VCPUBlockedMS, ms(time.Duration(b)))
+	}
+	if p.Done {
+		return
+	}
+	const window = 300 * time.Millisecond
+	time.Sleep(window)
+	if q, err := in.Progress(r.dom); err == nil {
+		rep.OpsAfter = float64(q.Ops-p.Ops) / window.Seconds()
+	}
+}
+
+// reportGuest waits for a simulated guest to finish its run and sends the
+// sender its memory digest.
+func (r *receiver) reportGuest(ctx context.Context) string {
+	var rep guestReport
+	in, ok := r.hv.(hypervisor.Inspector)
+	if !ok {
+		rep.Err = "this backend cannot inspect guest memory"
+	} else {
+		for {
+			p, err := in.Progress(r.dom)
+			if err != nil {
+				rep.Err = err.Error()
+				break
+			}
+			if p.Done {
+				d, err := in.Digest(r.dom)
+				if err != nil {
+					rep.Err = err.Error()
+				}
+				rep.Digest = d.String()
+				break
+			}
+			select {
+			case <-ctx.Done():
+				rep.Err = ctx.Err().Error()
+			case <-time.After(20 * time.Millisecond):
+				continue
+			}
+			break
+		}
+	}
+	if err := r.main.w.Write(wire.TypeGuestFinal, wire.MarshalJSON(rep)); err != nil {
+		r.log.WithError(err).Warn("could not send the guest report")
+	}
+	return rep.Digest
+}
+
+func (r *receiver) ops() (uint64, bool) {
+	in, ok := r.hv.(hypervisor.Inspector)
+	if !ok {
+		return 0, false
+	}
+	p, err := in.Progress(r.dom)
+	return p.Ops, err == nil
+}
+
+// installer puts arriving pages into the paged-out guest and resumes the
+// vCPUs waiting for them. Pages arrive on both channels and from the staging
+// area; faults arrive from the ring.
+type installer struct {
+	pager hypervisor.Pager
+	total uint64
+
+	mu        sync.Mutex
+	installed *hypervisor.Bitmap
+	requested *hypervisor.Bitmap // asked of the source or taken from staging
+	waiting   map[hypervisor.GFN][]waiter
+	lat       []time.Duration
+	count     uint64
+	done      chan struct{}
+
+	// Hybrid: pages received before the switchover, installed after it.
+	stagedMu sync.Mutex
+	staged   map[hypervisor.GFN][]byte
+
+	networkFaults, localFaults atomic.Uint64
+}
+
+type waiter struct {
+	req hypervisor.Request
+	at  time.Time
+}
+
+func newInstaller(p hypervisor.Pager, want *hypervisor.Bitmap) *installer {
+	in := &installer{pager: p, total: want.Count(), installed: hypervisor.NewBitmap(want.Len()),
+		requested: hypervisor.NewBitmap(want.Len()), waiting: map[hypervisor.GFN][]waiter{},
+		done: make(chan struct{}), staged: map[hypervisor.GFN][]byte{}}
+	if in.total == 0 {
+		close(in.done)
+	}
+	return in
+}
+
+// stage keeps a pre-copy batch until the switchover.
+func (in *installer) stage(p wire.Pages) error {
+	data := expand(p)
+	in.stagedMu.Lock()
+	defer in.stagedMu.Unlock()
+	for i, g := range p.GFNs {
+		if uint64(g) >= in.installed.Len() {
+			return fmt.Errorf("staged gfn %#x beyond the guest: %w", uint64(g), wire.ErrMalformed)
+		}
+		in.staged[g] = data[i*hypervisor.PageSize : (i+1)*hypervisor.PageSize]
+	}
+	return nil
+}
+
+// forget drops staged copies made stale by later writes.
+func (in *installer) forget(gfns []hypervisor.GFN) {
+	in.stagedMu.Lock()
+	defer in.stagedMu.Unlock()
+	for _, g := range gfns {
+		delete(in.staged, g)
+	}
+}
+
+// takeStaged removes and returns g's staged copy.
+func (in *installer) takeStaged(g hypervisor.GFN) []byte {
+	in.stagedMu.Lock()
+	defer in.stagedMu.Unlock()
+	p := in.staged[g]
+	delete(in.staged, g)
+	return p
+}
+
+// drainStaged installs every staged page nobody has faulted on yet.
+func (in *installer) drainStaged(ctx context.Context, stop <-chan struct{}) error {
+	in.stagedMu.Lock()
+	gfns := make([]hypervisor.GFN, 0, len(in.staged))
+	for g := range in.staged {
+		gfns = append(gfns, g)
+	}
+	in.stagedMu.Unlock()
+	for _, g := range gfns {
+		select {
+		case <-stop:
+			return nil
+		case <-ctx.Done():
+			return nil
+		default:
+		}
+		in.mu.Lock()
+		mine := !in.requested.Test(g) && !in.installed.Test(g)
+		if mine {
+			in.requested.Set(g)
+		}
+		in.mu.Unlock()
+		if p := in.takeStaged(g); mine && p != nil {
+			if err := in.install(g, p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// fault files the ring's requests and returns the gfns to ask the source for.
+func (in *installer) fault(reqs []hypervisor.Request) ([]hypervisor.GFN, error) {
+	now := time.Now()
+	var ask, local []hypervisor.GFN
+	var resume []hypervisor.Request
+	in.mu.Lock()
+	for _, q := range reqs {
+		if uint64(q.GFN) >= in.installed.Len() {
+			continue // not guest memory we manage
+		}
+		paused := q.Flags&hypervisor.FlagVCPUPaused != 0 || q.PagingFlags&hypervisor.PagingEvictFail != 0
+		if in.installed.Test(q.GFN) {
+			if paused {
+				resume = append(resume, q)
+			}
+			continue
+		}
+		if paused {
+			in.waiting[q.GFN] = append(in.waiting[q.GFN], waiter{q, now})
+		}
+		if !in.requested.Test(q.GFN) {
+			in.requested.Set(q.GFN)
+			ask = append(ask, q.GFN)
+		}
+	}
+	in.mu.Unlock()
+	if len(resume) > 0 {
+		if err := in.pager.Resume(resume...); err != nil {
+			return nil, fmt.Errorf("resume vCPUs: %w", err)
+		}
+	}
+	// Staged pages are served here, without the network.
+	remote := ask[:0]
+	for _, g := range ask {
+		if p := in.takeStaged(g); p != nil {
+			local = append(local, g)
+			if err := in.install(g, p); err != nil {
+				return nil, err
+			}
+		} else {
+			remote = append(remote, g)
+		}
+	}
+	in.localFaults.Add(uint64(len(local)))
+	in.networkFaults.Add(uint64(len(remote)))
+	return remote, nil
+}
+
+// installBatch installs every page of a batch.
+func (in *installer) installBatch(p wire.Pages) error {
+	off := 0
+	for i, g := range p.GFNs {
+		page := zeroPage[:]
+		if !p.Zero[i] {
+			page = p.Data[off : off+hypervisor.PageSize]
+			off += hypervisor.PageSize
+		}
+		if err := in.install(g, page); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// install loads one page and resumes the vCPUs waiting on it.
+func (in *installer) install(g hypervisor.GFN, page []byte) error {
+	if uint64(g) >= in.installed.Len() {
+		return fmt.Errorf("page for gfn %#x beyond the guest: %w", uint64(g), wire.ErrMalformed)
+	}
+	in.mu.Lock()
+	dup := in.installed.Test(g)
+	in.mu.Unlock()
+	if dup {
+		return fmt.Errorf("gfn %#x arrived twice: %w", uint64(g), wire.ErrMalformed)
+	}
+	if err := in.pager.Load(g, page); err != nil {
+		return fmt.Errorf("load gfn %#x: %w", uint64(g), err)
+	}
+	in.mu.Lock()
+	in.installed.Set(g)
+	ws := in.waiting[g]
+	delete(in.waiting, g)
+	in.count++
+	finished := in.count == in.total
+	now := time.Now()
+	for _, w := range ws {
+		in.lat = append(in.lat, now.Sub(w.at))
+	}
+	in.mu.Unlock()
+	if len(ws) > 0 {
+		reqs := make([]hypervisor.Request, len(ws))
+		for i, w := range ws {
+			reqs[i] = w.req
+		}
+		if err := in.pager.Resume(reqs...); err != nil {
+			return fmt.Errorf("resume vCPUs waiting on gfn %#x: %w", uint64(g), err)
+		}
+	}
+	if finished {
+		close(in.done)
+	}
+	return nil
+}
+
+func (in *installer) latencies() []time.Duration {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return append([]time.Duration(nil), in.lat...)
+}

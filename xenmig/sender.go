@@ -1,0 +1,610 @@
+package xenmig
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+
+	"github.com/xenmig/xenmig/hypervisor"
+	"github.com/xenmig/xenmig/xenmig/internal/wire"
+)
+
+// ErrCommitted wraps failures after the switchover: the domain may already
+// have run on the destination, so the source keeps it paused (renamed with
+// MigratedAwaySuffix) and never resumes it.
+var ErrCommitted = errors.New("failure after the switchover")
+
+// MigratedAwaySuffix is appended to the source copy's name at the switchover,
+// as `xl migrate` does, so nobody starts it by mistake.
+const MigratedAwaySuffix = "--migratedaway"
+
+// sender is one outgoing migration.
+type sender struct {
+	hv   hypervisor.Hypervisor
+	dom  hypervisor.DomID
+	plan Plan
+	options
+	log *logrus.Entry
+
+	start   time.Time
+	limiter *rate.Limiter
+	counter *counters
+
+	main, urgent *conn
+	populated    *hypervisor.Bitmap
+	owned        atomic.Uint64 // non-zero pages seen, across phases (for pages_owned)
+	ownedSeen    *claimSet     // gfns counted in owned
+	progress     progressState
+}
+
+// counters are the sender's traffic measures, updated from several goroutines.
+type counters struct {
+	phasePages, phaseBytes sync.Map // phase -> *atomic.Uint64
+	zero                   atomic.Uint64
+	bytes                  atomic.Uint64
+}
+
+func (c *counters) add(m *sync.Map, phase string, n uint64) {
+	v, _ := m.LoadOrStore(phase, new(atomic.Uint64))
+	v.(*atomic.Uint64).Add(n)
+}
+
+func (c *counters) snapshot(m *sync.Map) map[string]uint64 {
+	out := map[string]uint64{}
+	m.Range(func(k, v any) bool {
+		out[k.(string)] = v.(*atomic.Uint64).Load()
+		return true
+	})
+	return out
+}
+
+// progressState is what the progress reporter reads.
+type progressState struct {
+	mu    sync.Mutex
+	phase string
+	round int
+	total uint64
+	done  atomic.Uint64
+}
+
+func (p *progressState) set(phase string, round int, total uint64) {
+	p.mu.Lock()
+	p.phase, p.round, p.total = phase, round, total
+	p.done.Store(0)
+	p.mu.Unlock()
+}
+
+// Migrate moves domain dom from hv to the xenmig receiver at addr according
+// to plan, and returns its measures.
+//
+// Until the receiver has confirmed it holds the vCPU state (the switchover),
+// any failure leaves the domain running here, unchanged. After it, the domain
+// is the destination's: a failure then wraps ErrCommitted and the source copy
+// stays paused, renamed with MigratedAwaySuffix.
+func Migrate(ctx context.Context, hv hypervisor.Hypervisor, dom hypervisor.DomID, addr string, plan Plan, opts ...Option) (*Result, error) {
+	if err := plan.Validate(); err != nil {
+		return nil, err
+	}
+	s := &sender{hv: hv, dom: dom, plan: plan, options: buildOptions(opts), counter: &counters{}}
+	s.log = s.options.log.WithFields(logrus.Fields{"domain": dom, "mode": plan.Mode, "peer": addr})
+	if plan.Bandwidth > 0 {
+		burst := max(int(plan.Bandwidth/50), (plan.BatchPages+1)*hypervisor.PageSize+64<<10)
+		s.limiter = rate.NewLimiter(rate.Limit(plan.Bandwidth), burst)
+	}
+	return s.run(ctx, addr)
+}
+
+func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
+	s.start = time.Now()
+	info, err := s.hv.Info(s.dom)
+	if err != nil {
+		return nil, fmt.Errorf("domain %d: %w", s.dom, err)
+	}
+	if info.State != hypervisor.StateRunning && info.State != hypervisor.StatePaused {
+		return nil, fmt.Errorf("domain %s is %v: %w", info.Name, info.State, hypervisor.ErrInvalid)
+	}
+	if info.PagedPages > 0 {
+		return nil, fmt.Errorf("domain %s still has %d pages paged out (an incoming migration is not complete): %w", info.Name, info.PagedPages, hypervisor.ErrBusy)
+	}
+	s.log = s.log.WithField("name", info.Name)
+	res := &Result{Mode: s.plan.Mode, Domain: info.Name}
+	if s.plan.Mode != PreCopy {
+		res.Push = s.plan.Push
+	}
+	stopProgress := s.reportProgress()
+	defer stopProgress()
+
+	s.progress.set("connect", 0, 0)
+	cfg, err := s.hv.Config(s.dom)
+	if err != nil {
+		return nil, fmt.Errorf("domain %s: config: %w", info.Name, err)
+	}
+	if s.plan.Balloon {
+		res.BalloonedPagesSkipped = s.squeeze(ctx, info)
+	}
+	s.main, s.urgent, err = s.transport.dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	defer s.main.Close()
+	defer s.urgent.Close()
+	s.main.Conn = countingConn{s.main.Conn, &s.counter.bytes}
+	s.urgent.Conn = countingConn{s.urgent.Conn, &s.counter.bytes}
+	s.main.w = wire.NewWriter(s.main.Conn)
+	s.urgent.w = wire.NewWriter(s.urgent.Conn)
+
+	maxGFN, err := s.hv.MaxGFN(s.dom)
+	if err != nil {
+		return nil, fmt.Errorf("domain %s: %w", info.Name, err)
+	}
+	if s.populated, err = s.hv.Populated(s.dom); err != nil {
+		return nil, fmt.Errorf("domain %s: %w", info.Name, err)
+	}
+	s.ownedSeen = newClaimSet(uint64(maxGFN) + 1)
+	res.GuestPages = s.populated.Count()
+	opsStart, haveOps := s.ops()
+
+	// Until the switchover, every failure lands here and resumes the domain.
+	var paused, logDirty bool
+	undo := func(cause error) error {
+		s.main.w.Write(wire.TypeAbort, wire.MarshalJSON(wire.Abort{Reason: cause.Error()}))
+		if logDirty {
+			s.hv.DisableLogDirty(s.dom)
+		}
+		if paused {
+			if err := s.hv.Unpause(s.dom); err != nil {
+				return fmt.Errorf("%w (and resuming the domain here failed: %v)", cause, err)
+			}
+		}
+		s.log.WithError(cause).Warn("migration failed before the switchover; domain resumed on the source")
+		return cause
+	}
+
+	s.progress.set("prepare", 0, res.GuestPages)
+	wc := wire.Config{Mode: string(s.plan.Mode), Domain: cfg, MaxGFN: maxGFN, Populated: s.populated,
+		Ballooned: res.BalloonedPagesSkipped, ReportGuest: s.plan.ReportGuest}
+	body, err := wc.Marshal()
+	if err != nil {
+		return nil, undo(err)
+	}
+	if err := s.main.w.Write(wire.TypeConfig, body); err != nil {
+		return nil, undo(fmt.Errorf("send config: %w", err))
+	}
+	if _, err := s.main.expect(wire.TypePrepared); err != nil {
+		return nil, undo(fmt.Errorf("destination preparation: %w", err))
+	}
+	res.PreparationMS = ms(time.Since(s.start))
+	s.log.WithField("ms", res.PreparationMS).Info("destination prepared")
+
+	// Pre-copy rounds while the guest runs.
+	var heat []uint8 // rounds each gfn was seen dirty, for the working-set push
+	var dirty *hypervisor.Bitmap
+	if s.plan.Mode != PostCopy {
+		if err := s.hv.EnableLogDirty(s.dom); err != nil {
+			return nil, undo(fmt.Errorf("enable log-dirty: %w", err))
+		}
+		logDirty = true
+		if s.plan.Push == PushWorkingSet {
+			heat = make([]uint8, uint64(maxGFN)+1)
+		}
+		dirty, res.PrecopyRounds, err = s.precopy(ctx, heat)
+		if err != nil {
+			return nil, undo(err)
+		}
+	}
+
+	if err := s.hv.Pause(s.dom); err != nil {
+		return nil, undo(fmt.Errorf("pause: %w", err))
+	}
+	paused = true
+	pausedAt := time.Now()
+	if haveOps {
+		if now, ok := s.ops(); ok && pausedAt.Sub(s.start) > 0 {
+			res.OpsBefore = float64(now-opsStart) / pausedAt.Sub(s.start).Seconds()
+		}
+	}
+	s.log.Info("domain paused")
+
+	owed := s.populated
+	if logDirty {
+		final, err := s.hv.DirtyLog(s.dom, true)
+		if err != nil {
+			return nil, undo(fmt.Errorf("final dirty log: %w", err))
+		}
+		logDirty = false
+		if err := s.hv.DisableLogDirty(s.dom); err != nil {
+			return nil, undo(fmt.Errorf("disable log-dirty: %w", err))
+		}
+		final.Or(dirty) // pages dirtied in the last round and not yet resent
+		final.And(s.populated)
+		owed = final
+		if heat != nil {
+			final.ForEach(func(g hypervisor.GFN) { heat[g]++ })
+		}
+		if s.plan.Mode == PreCopy {
+			s.progress.set("stop-and-copy", 0, owed.Count())
+			if err := s.sendSet(ctx, owed, 0, "stop"); err != nil {
+				return nil, undo(err)
+			}
+		} else if err := s.main.w.Write(wire.TypeOwed, wire.MarshalGFNs(owed.GFNs())); err != nil {
+			return nil, undo(fmt.Errorf("send owed list: %w", err))
+		}
+	}
+
+	s.progress.set("switchover", 0, 0)
+	cpu, err := s.hv.SaveCPU(s.dom)
+	if err != nil {
+		return nil, undo(fmt.Errorf("save vCPU state: %w", err))
+	}
+	if err := s.main.w.Write(wire.TypeCPU, wire.MarshalCPU(cpu)); err != nil {
+		return nil, undo(fmt.Errorf("send vCPU state: %w", err))
+	}
+	if _, err := s.main.expect(wire.TypeReady); err != nil {
+		return nil, undo(fmt.Errorf("destination restoring vCPU state: %w", err))
+	}
+
+	// The point of no return: once Go is sent the guest may run there.
+	if err := s.hv.Rename(s.dom, info.Name+MigratedAwaySuffix); err != nil {
+		s.log.WithError(err).Warn("could not rename the source copy")
+	}
+	committed := func(err error) error {
+		s.log.WithError(err).Error("migration failed after the switchover; source copy kept paused")
+		return fmt.Errorf("%w: %v; the domain is paused here as %s%s and may be running on %s",
+			ErrCommitted, err, info.Name, MigratedAwaySuffix, addr)
+	}
+	if err := s.main.w.Write(wire.TypeGo); err != nil {
+		return nil, committed(fmt.Errorf("send go: %w", err))
+	}
+	if _, err := s.main.expect(wire.TypeResumed); err != nil {
+		return nil, committed(fmt.Errorf("waiting for the destination to resume: %w", err))
+	}
+	res.DowntimeMS = ms(time.Since(pausedAt))
+	s.log.WithField("downtime_ms", res.DowntimeMS).Info("domain resumed on the destination")
+
+	if s.plan.usesPaging() {
+		if err := s.postcopy(ctx, owed, heat); err != nil {
+			return nil, committed(err)
+		}
+	} else if _, err := s.main.expect(wire.TypeComplete); err != nil {
+		return nil, committed(err)
+	}
+	res.TotalMS = ms(time.Since(s.start))
+	s.progress.set("complete", 0, 0)
+
+	body, err = s.main.expect(wire.TypeStats)
+	if err != nil {
+		return nil, committed(err)
+	}
+	var rep receiverReport
+	if err := wire.UnmarshalJSON(wire.TypeStats, body, &rep); err != nil {
+		return nil, committed(err)
+	}
+	if err := s.hv.Destroy(s.dom); err != nil {
+		s.log.WithError(err).Warn("could not destroy the source copy")
+	}
+	if err := s.main.w.Write(wire.TypeFinished); err != nil {
+		s.log.WithError(err).Warn("could not tell the destination we finished")
+	}
+	s.fill(res, rep)
+	if s.plan.ReportGuest {
+		s.guestReport(res)
+	}
+	s.log.WithFields(logrus.Fields{"total_ms": res.TotalMS, "pages_sent": res.PagesSent}).Info("migration complete")
+	return res, nil
+}
+
+// fill completes res with the sender's counters and the receiver's report.
+func (s *sender) fill(res *Result, rep receiverReport) {
+	res.PhasePages = s.counter.snapshot(&s.counter.phasePages)
+	res.PhaseBytes = s.counter.snapshot(&s.counter.phaseBytes)
+	for _, n := range res.PhasePages {
+		res.PagesSent += n
+	}
+	res.BytesSent = s.counter.bytes.Load()
+	res.ZeroPagesSkipped = s.counter.zero.Load()
+	res.PagesOwned = s.owned.Load()
+	res.ResumeMS = rep.ResumeMS
+	res.NetworkFaults, res.LocalFaults = rep.NetworkFaults, rep.LocalFaults
+	res.FaultP50US, res.FaultP99US = rep.FaultP50US, rep.FaultP99US
+	res.VCPUBlockedMS = rep.VCPUBlockedMS
+	res.OpsDuring, res.OpsAfter = rep.OpsDuring, rep.OpsAfter
+}
+
+// guestReport waits for the destination's word on a simulated guest's final
+// memory.
+func (s *sender) guestReport(res *Result) {
+	body, err := s.main.expect(wire.TypeGuestFinal)
+	if err != nil {
+		s.log.WithError(err).Warn("no guest report from the destination")
+		return
+	}
+	var g guestReport
+	if err := wire.UnmarshalJSON(wire.TypeGuestFinal, body, &g); err != nil || g.Err != "" {
+		s.log.WithField("error", g.Err).Warn("destination could not report the guest's digest")
+		return
+	}
+	res.Digest = g.Digest
+}
+
+// precopy runs rounds over the dirty log until it converges or a limit is
+// reached, and returns the gfns dirtied in the last round (not yet resent).
+func (s *sender) precopy(ctx context.Context, heat []uint8) (*hypervisor.Bitmap, int, error) {
+	flags := wire.PageFlags(0)
+	if s.plan.Mode == Hybrid {
+		flags = wire.PagesStage
+	}
+	limitBytes := uint64(s.plan.PrecopyMaxFactor * float64(s.populated.Count()) * hypervisor.PageSize)
+	toSend := s.populated
+	maxRounds := s.plan.PrecopyMaxRounds
+	if s.plan.Mode == Hybrid && s.plan.HybridRounds > 0 {
+		maxRounds = s.plan.HybridRounds
+	}
+	prev := ^uint64(0)
+	for round := 1; ; round++ {
+		s.progress.set("precopy", round, toSend.Count())
+		if err := s.sendSet(ctx, toSend, flags, "precopy"); err != nil {
+			return nil, round, err
+		}
+		dirty, err := s.hv.DirtyLog(s.dom, true)
+		if err != nil {
+			return nil, round, fmt.Errorf("pre-copy round %d: dirty log: %w", round, err)
+		}
+		dirty.And(s.populated)
+		n := dirty.Count()
+		if heat != nil {
+			dirty.ForEach(func(g hypervisor.GFN) {
+				if heat[g] < 255 {
+					heat[g]++
+				}
+			})
+		}
+		s.log.WithFields(logrus.Fields{"round": round, "sent": toSend.Count(), "dirty": n}).Info("pre-copy round")
+		sent := s.counter.snapshot(&s.counter.phaseBytes)["precopy"]
+		switch {
+		case n <= uint64(s.plan.PrecopyDirtyThreshold),
+			round >= maxRounds,
+			sent >= limitBytes,
+			s.plan.Mode == Hybrid && s.plan.HybridRounds == 0 && n >= prev:
+			return dirty, round, nil
+		}
+		prev = n
+		toSend = dirty
+	}
+}
+
+// postcopy pushes the owed pages in the plan's order and serves the
+// destination's faults until it confirms every gfn is installed.
+func (s *sender) postcopy(ctx context.Context, owed *hypervisor.Bitmap, heat []uint8) error {
+	claims := newClaimSet(owed.Len())
+	claims.claimAllBut(owed)
+	var first []hypervisor.GFN
+	if heat != nil {
+		first = owed.GFNs()
+		slices.SortStableFunc(first, func(a, b hypervisor.GFN) int { return int(heat[b]) - int(heat[a]) })
+	}
+	pivots := 0
+	if s.plan.Push == PushPrepaging || s.plan.Push == PushWorkingSet {
+		pivots = s.plan.Pivots
+	}
+	order := newPushOrder(claims, pivots, first)
+	s.progress.set("postcopy", 0, owed.Count())
+
+	g, gctx := errgroup.WithContext(ctx)
+	var lastFault atomic.Int64
+	lastFault.Store(time.Now().UnixNano())
+	pushDone := make(chan struct{})
+	g.Go(func() error { // demand server on the urgent channel
+		return s.serveFaults(gctx, claims, order, &lastFault)
+	})
+	g.Go(func() error { // background push on the main channel
+		defer close(pushDone)
+		return s.push(gctx, order, &lastFault)
+	})
+	complete := make(chan error, 1)
+	go func() { // the destination's answer on the main channel
+		_, err := s.main.expect(wire.TypeComplete)
+		complete <- err
+	}()
+	var err error
+	select {
+	case err = <-complete:
+	case <-gctx.Done():
+		err = g.Wait()
+	}
+	s.urgent.Close() // ends the demand server
+	<-pushDone
+	if err != nil {
+		return fmt.Errorf("post-copy: %w", err)
+	}
+	return nil
+}
+
+// push sends every unclaimed gfn, in the order's sequence.
+func (s *sender) push(ctx context.Context, order *pushOrder, lastFault *atomic.Int64) error {
+	sc := newScratch(s.plan.BatchPages)
+	if s.plan.Push == PushDemand {
+		// Demand paging alone never completes; once the guest has gone
+		// DemandIdle without a fault, send the rest in order.
+		for time.Since(time.Unix(0, lastFault.Load())) < s.plan.DemandIdle {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(s.plan.DemandIdle / 10):
+			}
+		}
+	}
+	for ctx.Err() == nil {
+		gfns := order.next(s.plan.BatchPages)
+		if len(gfns) == 0 {
+			break
+		}
+		if err := s.sendPages(ctx, s.main, sc, gfns, 0, "push"); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := s.main.w.Write(wire.TypePushDone); err != nil {
+		return fmt.Errorf("send push-done: %w", err)
+	}
+	return nil
+}
+
+// serveFaults answers the destination's requests on the urgent channel with
+// the pages nobody has sent yet, and feeds the faults to the push order.
+func (s *sender) serveFaults(ctx context.Context, claims *claimSet, order *pushOrder, lastFault *atomic.Int64) error {
+	sc := newScratch(s.plan.BatchPages)
+	for {
+		typ, body, err := s.urgent.r.Read()
+		if err != nil {
+			if ctx.Err() != nil || isClosed(err) {
+				return nil
+			}
+			return fmt.Errorf("urgent channel: %w", err)
+		}
+		if typ != wire.TypeRequest {
+			return fmt.Errorf("urgent channel: unexpected %v record: %w", typ, wire.ErrMalformed)
+		}
+		gfns, err := wire.UnmarshalGFNs(body)
+		if err != nil {
+			return err
+		}
+		lastFault.Store(time.Now().UnixNano())
+		mine := gfns[:0]
+		for _, g := range gfns {
+			order.fault(g)
+			if claims.claim(g) {
+				mine = append(mine, g)
+			}
+		}
+		for len(mine) > 0 {
+			n := min(len(mine), s.plan.BatchPages)
+			if err := s.sendPages(ctx, s.urgent, sc, mine[:n], wire.PagesDemand, "demand"); err != nil {
+				return err
+			}
+			mine = mine[n:]
+		}
+	}
+}
+
+// sendSet sends every gfn of set in ascending order on the main channel.
+func (s *sender) sendSet(ctx context.Context, set *hypervisor.Bitmap, flags wire.PageFlags, phase string) error {
+	sc := newScratch(s.plan.BatchPages)
+	batch := make([]hypervisor.GFN, 0, s.plan.BatchPages)
+	var err error
+	set.ForEach(func(g hypervisor.GFN) {
+		if err != nil {
+			return
+		}
+		if batch = append(batch, g); len(batch) == cap(batch) {
+			err = s.sendPages(ctx, s.main, sc, batch, flags, phase)
+			batch = batch[:0]
+		}
+	})
+	if err == nil && len(batch) > 0 {
+		err = s.sendPages(ctx, s.main, sc, batch, flags, phase)
+	}
+	return err
+}
+
+// scratch is one sending goroutine's buffers.
+type scratch struct {
+	pages []byte
+	hdr   []byte
+	zero  []bool
+}
+
+func newScratch(batch int) *scratch {
+	return &scratch{pages: make([]byte, batch*hypervisor.PageSize), zero: make([]bool, batch)}
+}
+
+var zeroPage [hypervisor.PageSize]byte
+
+// sendPages reads gfns from the domain and sends them as one Pages record on
+// c, zero pages as flags only.
+func (s *sender) sendPages(ctx context.Context, c *conn, sc *scratch, gfns []hypervisor.GFN, flags wire.PageFlags, phase string) error {
+	buf := sc.pages[:len(gfns)*hypervisor.PageSize]
+	if err := s.hv.ReadPages(s.dom, gfns, buf); err != nil {
+		return fmt.Errorf("read pages: %w", err)
+	}
+	zero := sc.zero[:len(gfns)]
+	data := buf[:0]
+	for i := range gfns {
+		p := buf[i*hypervisor.PageSize : (i+1)*hypervisor.PageSize]
+		zero[i] = bytes.Equal(p, zeroPage[:])
+		if !zero[i] {
+			data = append(data, p...) // compacts in place: data never overtakes p
+			if s.ownedSeen.claim(gfns[i]) {
+				s.owned.Add(1)
+			}
+		}
+	}
+	sc.hdr = wire.AppendPagesHeader(sc.hdr[:0], flags, gfns, zero)
+	if s.limiter != nil {
+		if err := s.limiter.WaitN(ctx, min(len(sc.hdr)+len(data)+wire.HeaderSize, s.limiter.Burst())); err != nil {
+			return err
+		}
+	}
+	if err := c.w.Write(wire.TypePages, sc.hdr, data); err != nil {
+		return fmt.Errorf("send %s pages: %w", phase, err)
+	}
+	n := uint64(len(data) / hypervisor.PageSize)
+	s.counter.add(&s.counter.phasePages, phase, n)
+	s.counter.add(&s.counter.phaseBytes, phase, uint64(len(sc.hdr)+len(data)+wire.HeaderSize))
+	s.counter.zero.Add(uint64(len(gfns)) - n)
+	s.progress.done.Add(uint64(len(gfns)))
+	return nil
+}
+
+// ops returns the guest's operation counter, when the backend can see it.
+func (s *sender) ops() (uint64, bool) {
+	in, ok := s.hv.(hypervisor.Inspector)
+	if !ok {
+		return 0, false
+	}
+	p, err := in.Progress(s.dom)
+	if err != nil {
+		return 0, false
+	}
+	return p.Ops, true
+}
+
+// reportProgress calls the progress callback every interval until stopped.
+func (s *sender) reportProgress() (stop func()) {
+	if s.options.progress == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	snap := func() Progress {
+		s.progress.mu.Lock()
+		defer s.progress.mu.Unlock()
+		return Progress{Phase: s.progress.phase, Round: s.progress.round, Done: s.progress.done.Load(),
+			Total: s.progress.total, Bytes: s.counter.bytes.Load(), Elapsed: time.Since(s.start)}
+	}
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(s.options.interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				s.options.progress(snap())
+				return
+			case <-t.C:
+				s.options.progress(snap())
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/xenmig/xenmig/conf"
+	"github.com/xenmig/xenmig/hypervisor"
+	"github.com/xenmig/xenmig/xenctrl"
+	"github.com/xenmig/xenmig/xenctrl/sim"
+	"github.com/xenmig/xenmig/xenmig"
+)
+
+// openBackend returns the hypervisor the configuration names and a function
+// that releases it.
+func (a *app) openBackend() (hypervisor.Hypervisor, func(), error) {
+	switch a.cfg.Backend {
+	case conf.BackendSim:
+		h := sim.NewHost(sim.WithNotifyLatency(a.cfg.Sim.NotifyLatency.Duration()))
+		return h, func() { h.Close() }, nil
+	case conf.BackendXen:
+		h, err := xenctrl.Open()
+		if err != nil {
+			return nil, nil, withCode(exitUnsupported, fmt.Errorf("%w\n(to run on the simulator instead: --backend sim)", err))
+		}
+		return h, func() { h.Close() }, nil
+	}
+	return nil, nil, withCode(exitUsage, fmt.Errorf("unknown backend %q", a.cfg.Backend))
+}
+
+// plan turns the [migration] configuration into a migration plan.
+func (a *app) plan() xenmig.Plan {
+	m := a.cfg.Migration
+	p := xenmig.DefaultPlan()
+	p.Mode = xenmig.Mode(m.Mode)
+	p.Push = xenmig.Push(m.Push)
+	p.Pivots = m.Pivots
+	p.BatchPages = m.BatchPages
+	p.Bandwidth = int64(m.Bandwidth.BytesPerSecond())
+	p.PrecopyMaxRounds = m.PrecopyMaxRounds
+	p.PrecopyDirtyThreshold = m.PrecopyDirtyThreshold
+	p.PrecopyMaxFactor = m.PrecopyMaxFactor
+	p.HybridRounds = m.HybridRounds
+	p.Balloon = m.Balloon
+	p.BalloonWait = m.BalloonWait.Duration()
+	return p
+}
+
+// transport builds the connection settings: mutual TLS from [tls], or plain
+// TCP when tls.insecure_plaintext is set, which it says loudly.
+func (a *app) transport(server bool) (xenmig.Transport, error) {
+	t := xenmig.Transport{DialTimeout: a.cfg.Migration.ConnectTimeout.Duration()}
+	if err := a.cfg.RequireTLS(); err != nil {
+		return t, withCode(exitUsage, err)
+	}
+	if a.cfg.TLS.InsecurePlaintext {
+		a.log.Warn("tls.insecure_plaintext is set: migration traffic is neither authenticated nor encrypted; use it on loopback only")
+		return t, nil
+	}
+	cert, err := tls.LoadX509KeyPair(a.cfg.TLS.Cert, a.cfg.TLS.Key)
+	if err != nil {
+		return t, withCode(exitUsage, fmt.Errorf("tls.cert / tls.key: %w", err))
+	}
+	pem, err := os.ReadFile(a.cfg.TLS.CA)
+	if err != nil {
+		return t, withCode(exitUsage, fmt.Errorf("tls.ca: %w", err))
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return t, withCode(exitUsage, fmt.Errorf("tls.ca %s: no PEM certificate in it", a.cfg.TLS.CA))
+	}
+	t.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	if server {
+		t.TLS.ClientCAs = pool
+		t.TLS.ClientAuth = tls.RequireAndVerifyClientCert
+	} else {
+		t.TLS.RootCAs = pool
+	}
+	return t, nil
+}
+
+// migrationExit maps a migration error to the exit code scripts act on.
+func migrationExit(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, xenmig.ErrCommitted):
+		return withCode(exitCommitted, err)
+	case errors.Is(err, hypervisor.ErrPagingUnsupported), errors.Is(err, hypervisor.ErrGuestUnsupported):
+		return withCode(exitUnsupported, err)
+	case errors.Is(err, xenmig.ErrBadPlan):
+		return withCode(exitUsage, err)
+	}
+	return withCode(exitNotMoved, err)
+}

@@ -1,0 +1,254 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/xenmig/xenmig/conf"
+	"github.com/xenmig/xenmig/hypervisor"
+	"github.com/xenmig/xenmig/xenctrl/sim"
+	"github.com/xenmig/xenmig/xenmig"
+)
+
+// planFlags are the migration choices a command line may override.
+type planFlags struct {
+	mode, push string
+	pivots     int
+	bandwidth  string
+	balloon    bool
+	json       bool
+}
+
+func (f *planFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.mode, "mode", "", "precopy, postcopy or hybrid (default: migration.mode, postcopy)")
+	fs.StringVar(&f.push, "push", "", "post-copy push order: demand, sequential, prepaging or workingset (default: migration.push)")
+	fs.IntVar(&f.pivots, "pivots", 0, "pre-paging pivots (default: migration.pivots, 7)")
+	fs.StringVar(&f.bandwidth, "bandwidth", "", `limit the migration's rate, e.g. "500mbit" or "100MiB/s" (default: migration.bandwidth, unlimited)`)
+	fs.BoolVar(&f.balloon, "balloon", false, "ask the guest's self-ballooning agent to give back free memory first")
+	fs.BoolVar(&f.json, "json", false, "print the result as one JSON object on standard output")
+}
+
+// apply overlays the flags on the configuration and validates the result.
+func (f *planFlags) apply(a *app) error {
+	m := &a.cfg.Migration
+	if f.mode != "" {
+		m.Mode = conf.Mode(f.mode)
+		if f.push == "" && m.Mode == conf.ModeHybrid && m.Push == conf.PushPrepaging {
+			m.Push = conf.PushWorkingSet
+		}
+	}
+	if f.push != "" {
+		m.Push = conf.Push(f.push)
+	}
+	if f.pivots != 0 {
+		m.Pivots = f.pivots
+	}
+	if f.bandwidth != "" {
+		if err := m.Bandwidth.UnmarshalText([]byte(f.bandwidth)); err != nil {
+			return withCode(exitUsage, fmt.Errorf("--bandwidth: %w", err))
+		}
+	}
+	if f.balloon {
+		m.Balloon = true
+	}
+	return withCode(exitUsage, a.cfg.Validate())
+}
+
+// guestFlags describe the simulated guest a command boots.
+type guestFlags struct {
+	memory, used, workload string
+	vcpus                  int
+	seed                   uint64
+	rate                   float64
+	run, warmup            time.Duration
+}
+
+func (f *guestFlags) register(fs *pflag.FlagSet, prefix string, run, warmup time.Duration) {
+	fs.StringVar(&f.memory, prefix+"size", "", "simulated guest memory, e.g. 1GiB (default: sim.guest.memory)")
+	fs.StringVar(&f.used, prefix+"used", "", "memory in use at boot (default: sim.guest.used)")
+	fs.StringVar(&f.workload, prefix+"workload", "", "workload: idle, stress, kcompile, web, qsort (default: sim.guest.workload)")
+	fs.IntVar(&f.vcpus, prefix+"vcpus", 0, "vCPUs (default: sim.guest.vcpus)")
+	fs.Uint64Var(&f.seed, prefix+"seed", 0, "workload seed (default: sim.guest.seed)")
+	fs.Float64Var(&f.rate, prefix+"rate", 0, "steps per second per vCPU (default: the workload's own pace)")
+	fs.DurationVar(&f.run, prefix+"run", run, "how long the guest runs in all, at its pace, before it stops and its memory is checked (0: forever, no check)")
+	fs.DurationVar(&f.warmup, prefix+"warmup", warmup, "how long the guest runs before the migration starts")
+}
+
+// spec builds the guest from the [sim.guest] configuration and the flags.
+func (f *guestFlags) spec(a *app, name string) (sim.GuestSpec, error) {
+	g := a.cfg.Sim.Guest
+	for _, s := range []struct {
+		flag, val string
+		dst       *conf.Size
+	}{{"size", f.memory, &g.Memory}, {"used", f.used, &g.Used}} {
+		if s.val != "" {
+			if err := s.dst.UnmarshalText([]byte(s.val)); err != nil {
+				return sim.GuestSpec{}, withCode(exitUsage, fmt.Errorf("--%s: %w", s.flag, err))
+			}
+		}
+	}
+	if f.workload != "" {
+		g.Workload = f.workload
+	}
+	if f.vcpus != 0 {
+		g.VCPUs = f.vcpus
+	}
+	if f.seed != 0 {
+		g.Seed = f.seed
+	}
+	if g.Used > g.Memory {
+		return sim.GuestSpec{}, withCode(exitUsage, fmt.Errorf("--used %v is more than the guest's memory %v", g.Used, g.Memory))
+	}
+	spec := sim.GuestSpec{
+		Name:        name,
+		VCPUs:       g.VCPUs,
+		MemoryPages: g.Memory.Pages(),
+		UsedPages:   g.Used.Pages(),
+		Seed:        g.Seed,
+		Workload:    sim.DefaultWorkload(sim.Kind(g.Workload), g.Memory.Pages()),
+	}
+	if f.rate > 0 {
+		spec.Workload.Rate = f.rate
+	}
+	if f.run > 0 {
+		spec.StopAt = uint64(spec.Workload.Rate * f.run.Seconds())
+	}
+	if err := sim.ValidateSpec(spec); err != nil {
+		return spec, withCode(exitUsage, err)
+	}
+	return spec, nil
+}
+
+func newMigrateCommand(a *app) *cobra.Command {
+	var pf planFlags
+	var gf guestFlags
+	cmd := &cobra.Command{
+		Use:   "migrate DOMAIN HOST[:PORT]",
+		Short: "Move a running domain to the xenmig receiver on HOST",
+		Long: `Move DOMAIN to the receiver listening on HOST (port migration.port, 8002, by
+default). The domain keeps running here until the destination holds its vCPU
+state; any failure before that leaves it running here, unchanged.
+
+With the simulated backend, DOMAIN is first booted here as a simulated guest
+(the --sim-* flags and [sim.guest]), run for --sim-warmup, then migrated; if
+--sim-run is set the destination runs it to its end and the result says whether
+its memory equals an unmigrated run's.
+
+` + exitCodesHelp,
+		Example: `  xenmig migrate web01 hostB
+  xenmig migrate web01 hostB:8002 --mode hybrid --bandwidth 500mbit --json
+  xenmig --backend sim migrate demo 127.0.0.1:8002 --sim-workload web --sim-size 512MiB`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := pf.apply(a); err != nil {
+				return err
+			}
+			addr := args[1]
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				addr = net.JoinHostPort(addr, strconv.Itoa(a.cfg.Migration.Port))
+			}
+			t, err := a.transport(false)
+			if err != nil {
+				return err
+			}
+			hv, closeHV, err := a.openBackend()
+			if err != nil {
+				return err
+			}
+			defer closeHV()
+			res, err := a.migrate(cmd.Context(), hv, args[0], addr, t, &gf, pf.json)
+			if res != nil {
+				if perr := printResult(res, pf.json); perr != nil && err == nil {
+					err = perr
+				}
+			}
+			return err
+		},
+	}
+	pf.register(cmd.Flags())
+	gf.register(cmd.Flags(), "sim-", 0, time.Second)
+	return cmd
+}
+
+// migrate moves the domain called name to addr. On the simulator it first
+// boots the guest (and, when it will run to an end, the unmigrated reference
+// whose digest the result is checked against).
+func (a *app) migrate(ctx context.Context, hv hypervisor.Hypervisor, name, addr string, t xenmig.Transport, gf *guestFlags, quiet bool) (*xenmig.Result, error) {
+	plan := a.plan()
+	var reference *hypervisor.Digest
+	if h, ok := hv.(*sim.Host); ok {
+		spec, err := gf.spec(a, name)
+		if err != nil {
+			return nil, err
+		}
+		if spec.StopAt > 0 {
+			a.log.WithField("steps", spec.StopAt).Info("computing the digest of an unmigrated reference run")
+			d, err := sim.ReferenceDigest(ctx, spec)
+			if err != nil {
+				return nil, withCode(exitFailure, fmt.Errorf("reference run: %w", err))
+			}
+			reference = &d
+			plan.ReportGuest = true
+		}
+		dom, err := h.CreateDomain(spec)
+		if err == nil {
+			err = h.Unpause(dom)
+		}
+		if err != nil {
+			return nil, withCode(exitFailure, fmt.Errorf("boot simulated guest %s: %w", name, err))
+		}
+		a.log.WithFields(map[string]any{"domain": name, "memory_pages": spec.MemoryPages,
+			"workload": spec.Workload.Kind, "warmup": gf.warmup}).Info("simulated guest booted")
+		select {
+		case <-time.After(gf.warmup):
+		case <-ctx.Done():
+			return nil, withCode(exitNotMoved, ctx.Err())
+		}
+	}
+	dom, err := hv.Lookup(name)
+	if err != nil {
+		return nil, withCode(exitNotMoved, fmt.Errorf("domain %q: %w (see `xenmig list`)", name, err))
+	}
+	opts := []xenmig.Option{xenmig.WithLogger(a.log.WithField("side", "source")), xenmig.WithTransport(t)}
+	show, done := progressReporter(os.Stderr, a.log)
+	if quiet && !isTerminal(os.Stderr) {
+		show, done = func(xenmig.Progress) {}, func() {}
+	}
+	opts = append(opts, xenmig.WithProgress(show, 100*time.Millisecond))
+	res, err := xenmig.Migrate(ctx, hv, dom, addr, plan, opts...)
+	done()
+	if err != nil {
+		return nil, migrationExit(err)
+	}
+	if reference != nil {
+		match := res.Digest == reference.String()
+		res.DigestMatch = &match
+		if !match {
+			return res, withCode(exitDigest, fmt.Errorf("memory digest %s differs from the unmigrated run's %s", res.Digest, reference))
+		}
+	}
+	return res, nil
+}
+
+// printResult writes the result as JSON or as a table on standard output.
+func printResult(res *xenmig.Result, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	return res.WriteTable(os.Stdout)
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

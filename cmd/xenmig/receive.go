@@ -1,0 +1,97 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/xenmig/xenmig/xenmig"
+)
+
+// receiveEvent is one line of `receive --json` output.
+type receiveEvent struct {
+	Event  string `json:"event"` // "listening", "received", "failed"
+	Addr   string `json:"addr,omitempty"`
+	Domain string `json:"domain,omitempty"`
+	DomID  uint32 `json:"domid,omitempty"`
+	Mode   string `json:"mode,omitempty"`
+	Pages  uint64 `json:"pages,omitempty"`
+	Digest string `json:"digest,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+func newReceiveCommand(a *app) *cobra.Command {
+	var listen string
+	var serve, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "receive",
+		Short: "Accept incoming migrations onto this host",
+		Long: `Listen for a migration from another host's ` + "`xenmig migrate`" + ` and carry it out
+here: build the domain shell, page its memory out, take over its vCPU state,
+resume it and install its memory as it arrives. By default it serves one
+migration and exits; --serve accepts one after another.
+
+With --json, each event (listening, received, failed) is one JSON line on
+standard output; the first line carries the address, so a script can listen
+on port 0 and learn the port.`,
+		Example: `  xenmig receive --listen :8002
+  xenmig receive --listen 127.0.0.1:0 --json --serve`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if listen == "" {
+				listen = a.cfg.Receiver.Listen
+			}
+			if !cmd.Flags().Changed("serve") {
+				serve = a.cfg.Receiver.Serve
+			}
+			t, err := a.transport(true)
+			if err != nil {
+				return err
+			}
+			hv, closeHV, err := a.openBackend()
+			if err != nil {
+				return err
+			}
+			defer closeHV()
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return withCode(exitFailure, fmt.Errorf("listen on %s: %w", listen, err))
+			}
+			l := xenmig.Listen(ln, t)
+			defer l.Close()
+			emit := func(e receiveEvent) {
+				if asJSON {
+					json.NewEncoder(os.Stdout).Encode(e)
+				}
+			}
+			emit(receiveEvent{Event: "listening", Addr: l.Addr().String()})
+			a.log.WithField("addr", l.Addr().String()).Info("waiting for migrations")
+			for {
+				inc, err := xenmig.Receive(cmd.Context(), hv, l, xenmig.WithLogger(a.log.WithField("side", "destination")))
+				if err != nil {
+					if cmd.Context().Err() != nil {
+						return nil
+					}
+					emit(receiveEvent{Event: "failed", Error: err.Error()})
+					if !serve {
+						return migrationExit(err)
+					}
+					a.log.WithError(err).Error("incoming migration failed; still listening")
+					continue
+				}
+				emit(receiveEvent{Event: "received", Domain: inc.Name, DomID: uint32(inc.Domain), Mode: string(inc.Mode), Pages: inc.Pages, Digest: inc.Digest})
+				a.log.WithFields(map[string]any{"domain": inc.Name, "domid": inc.Domain}).Info("domain received")
+				if !serve {
+					return nil
+				}
+			}
+		},
+	}
+	cmd.Flags().StringVarP(&listen, "listen", "l", "", "address to listen on (default: receiver.listen, :8002)")
+	cmd.Flags().BoolVar(&serve, "serve", false, "accept migrations one after another (default: receiver.serve)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print events as JSON lines on standard output")
+	return cmd
+}

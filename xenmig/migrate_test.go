@@ -1,0 +1,318 @@
+package xenmig_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xenmig/xenmig/hypervisor"
+	"github.com/xenmig/xenmig/xenctrl/sim"
+	"github.com/xenmig/xenmig/xenmig"
+	"github.com/xenmig/xenmig/xenmig/internal/wire"
+)
+
+// guest returns a small simulated guest of the given workload that runs to
+// steps per vCPU.
+func guest(name string, kind sim.Kind, steps uint64) sim.GuestSpec {
+	const pages = 8192 // 32 MiB
+	return sim.GuestSpec{
+		Name:        name,
+		VCPUs:       2,
+		MemoryPages: pages,
+		Holes:       []sim.Hole{{Start: 6000, Count: 256}},
+		UsedPages:   3000,
+		Seed:        7,
+		StopAt:      steps,
+		Workload:    sim.DefaultWorkload(kind, pages),
+	}
+}
+
+// reference is the digest of spec run to its end without migration.
+func reference(t *testing.T, spec sim.GuestSpec) hypervisor.Digest {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, err := sim.ReferenceDigest(ctx, spec)
+	if err != nil {
+		t.Fatalf("ReferenceDigest(%s) = %v", spec.Name, err)
+	}
+	return d
+}
+
+// boot creates and starts spec on h and lets it run until every vCPU has
+// done at least warm steps.
+func boot(t *testing.T, h *sim.Host, spec sim.GuestSpec, warm uint64) hypervisor.DomID {
+	t.Helper()
+	d, err := h.CreateDomain(spec)
+	if err != nil {
+		t.Fatalf("CreateDomain(%s) = %v", spec.Name, err)
+	}
+	if err := h.Unpause(d); err != nil {
+		t.Fatalf("Unpause(%d) = %v", d, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		p, err := h.Progress(d)
+		if err != nil {
+			t.Fatalf("Progress(%d) = %v", d, err)
+		}
+		if slicesMin(p.Steps) >= warm || p.Done {
+			return d
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("guest %s did not reach %d steps: %v", spec.Name, warm, p.Steps)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func slicesMin(s []uint64) uint64 {
+	m := ^uint64(0)
+	for _, v := range s {
+		m = min(m, v)
+	}
+	return m
+}
+
+// destination runs one Receive on a fresh simulated host.
+type destination struct {
+	host *sim.Host
+	addr string
+	done chan struct{}
+	inc  *xenmig.Incoming
+	err  error
+}
+
+func receiveOne(t *testing.T, t2 xenmig.Transport) *destination {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &destination{host: sim.NewHost(), addr: ln.Addr().String(), done: make(chan struct{})}
+	l := xenmig.Listen(ln, t2)
+	t.Cleanup(func() { l.Close(); d.host.Close() })
+	go func() {
+		defer close(d.done)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		d.inc, d.err = xenmig.Receive(ctx, d.host, l)
+	}()
+	return d
+}
+
+func (d *destination) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case <-d.done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("receiver did not finish")
+	}
+}
+
+func plan(mode xenmig.Mode, push xenmig.Push) xenmig.Plan {
+	p := xenmig.DefaultPlan()
+	p.Mode, p.Push = mode, push
+	p.ReportGuest = true
+	p.DemandIdle = 50 * time.Millisecond
+	return p
+}
+
+// TestMigrateDigest is the oracle: for every workload and mode, a guest
+// migrated in the middle of its run ends with exactly the memory of the same
+// guest run without migration.
+func TestMigrateDigest(t *testing.T) {
+	kinds := []sim.Kind{sim.Idle, sim.Stress, sim.KernelCompile, sim.WebServer, sim.Quicksort}
+	plans := []struct {
+		name string
+		plan xenmig.Plan
+	}{
+		{"postcopy-prepaging", plan(xenmig.PostCopy, xenmig.PushPrepaging)},
+		{"postcopy-sequential", plan(xenmig.PostCopy, xenmig.PushSequential)},
+		{"postcopy-demand", plan(xenmig.PostCopy, xenmig.PushDemand)},
+		{"precopy", plan(xenmig.PreCopy, xenmig.PushPrepaging)},
+		{"hybrid", plan(xenmig.Hybrid, xenmig.PushPrepaging)},
+		{"hybrid-workingset", plan(xenmig.Hybrid, xenmig.PushWorkingSet)},
+	}
+	for _, kind := range kinds {
+		spec := guest(string(kind), kind, 4000)
+		want := reference(t, spec)
+		for _, pc := range plans {
+			t.Run(string(kind)+"/"+pc.name, func(t *testing.T) {
+				dst := receiveOne(t, xenmig.Transport{})
+				src := sim.NewHost()
+				defer src.Close()
+				dom := boot(t, src, spec, 500)
+				res, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, pc.plan)
+				if err != nil {
+					t.Fatalf("Migrate() = %v", err)
+				}
+				dst.wait(t)
+				if dst.err != nil {
+					t.Fatalf("Receive() = %v", dst.err)
+				}
+				if res.Digest != want.String() {
+					t.Errorf("digest after migration = %s, want %s (unmigrated run)", res.Digest, want)
+				}
+				if _, err := src.Info(dom); !errors.Is(err, hypervisor.ErrNotFound) {
+					t.Errorf("source Info(%d) after migration = %v, want ErrNotFound (destroyed)", dom, err)
+				}
+				if pc.plan.Mode == xenmig.PostCopy {
+					if res.PagesSent != res.PagesOwned {
+						t.Errorf("post-copy pages_sent = %d, want pages_owned %d: each page exactly once", res.PagesSent, res.PagesOwned)
+					}
+					if res.PagesOwned+res.ZeroPagesSkipped != res.GuestPages {
+						t.Errorf("pages_owned %d + zero %d != guest pages %d", res.PagesOwned, res.ZeroPagesSkipped, res.GuestPages)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestPostCopyServesFaults: a busy guest faults on pages that have not
+// arrived, and every fault is served (the migration completes and its
+// memory is right).
+func TestPostCopyServesFaults(t *testing.T) {
+	spec := guest("busy", sim.Stress, 20000)
+	spec.Workload.Rate = 0 // unpaced: as busy as it gets
+	dst := receiveOne(t, xenmig.Transport{})
+	src := sim.NewHost()
+	defer src.Close()
+	dom := boot(t, src, spec, 100)
+	p := plan(xenmig.PostCopy, xenmig.PushPrepaging)
+	p.Bandwidth = 20 << 20 // slow enough that the guest outruns the push
+	res, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, p)
+	if err != nil {
+		t.Fatalf("Migrate() = %v", err)
+	}
+	dst.wait(t)
+	if res.NetworkFaults == 0 {
+		t.Errorf("network_faults = 0, want > 0 for an unpaced stress guest behind a 20 MiB/s link")
+	}
+	if res.FaultP50US <= 0 || res.FaultP99US < res.FaultP50US {
+		t.Errorf("fault latency p50 %v p99 %v, want 0 < p50 <= p99", res.FaultP50US, res.FaultP99US)
+	}
+	if want := reference(t, spec); res.Digest != want.String() {
+		t.Errorf("digest = %s, want %s", res.Digest, want)
+	}
+}
+
+// runsOnSource checks that a failed migration left the domain running on src
+// and that it still ends with the unmigrated run's memory.
+func runsOnSource(t *testing.T, src *sim.Host, dom hypervisor.DomID, spec sim.GuestSpec) {
+	t.Helper()
+	info, err := src.Info(dom)
+	if err != nil || info.State != hypervisor.StateRunning || info.Name != spec.Name {
+		t.Fatalf("source Info(%d) = %+v, %v; want running as %q", dom, info, err, spec.Name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := src.WaitDone(ctx, dom); err != nil {
+		t.Fatalf("WaitDone() = %v", err)
+	}
+	got, err := src.Digest(dom)
+	if want := reference(t, spec); err != nil || got != want {
+		t.Errorf("digest on the source after a failed migration = %v, %v; want %v", got, err, want)
+	}
+}
+
+func TestFailureBeforeSwitchoverKeepsDomainOnSource(t *testing.T) {
+	spec := guest("keep", sim.KernelCompile, 3000)
+	for _, tc := range []struct {
+		name string
+		peer func(t *testing.T) string // returns the address to migrate to
+		want error
+	}{
+		{"nobody listening", func(t *testing.T) string {
+			ln, _ := net.Listen("tcp", "127.0.0.1:0")
+			addr := ln.Addr().String()
+			ln.Close()
+			return addr
+		}, nil},
+		{"wrong peer", func(t *testing.T) string {
+			return serve(t, func(c net.Conn) { io.WriteString(c, "HTTP/1.1 400 Bad Request\r\n\r\n") })
+		}, xenmig.ErrNotXenmig},
+		{"connection cut during preparation", func(t *testing.T) string {
+			dst := receiveOne(t, xenmig.Transport{})
+			return cutAfter(t, dst.addr, 200) // hello, ack, part of the config
+		}, nil},
+		{"version mismatch", func(t *testing.T) string {
+			return serve(t, func(c net.Conn) {
+				wire.NewReader(c).Read()
+				wire.NewWriter(c).Write(wire.TypeHelloAck, wire.MarshalJSON(wire.Ack{Version: wire.Version + 1, Message: "too new"}))
+			})
+		}, xenmig.ErrVersion},
+		{"receiver refuses the guest", func(t *testing.T) string {
+			dst := receiveOne(t, xenmig.Transport{})
+			other := spec
+			other.Workload.Rate = 1
+			if _, err := dst.host.CreateDomain(other); err != nil { // the name is taken there
+				t.Fatal(err)
+			}
+			return dst.addr
+		}, xenmig.ErrAborted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := sim.NewHost()
+			defer src.Close()
+			dom := boot(t, src, spec, 300)
+			_, err := xenmig.Migrate(context.Background(), src, dom, tc.peer(t), plan(xenmig.PostCopy, xenmig.PushPrepaging),
+				xenmig.WithTransport(xenmig.Transport{DialTimeout: 2 * time.Second}))
+			if err == nil {
+				t.Fatal("Migrate() = nil, want an error")
+			}
+			if errors.Is(err, xenmig.ErrCommitted) {
+				t.Fatalf("Migrate() = %v, want a failure before the switchover", err)
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("Migrate() = %v, want %v", err, tc.want)
+			}
+			runsOnSource(t, src, dom, spec)
+		})
+	}
+}
+
+// serve runs a fake peer that answers each connection with f.
+func serve(t *testing.T, f func(net.Conn)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); f(c) }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// cutAfter proxies to addr and cuts the first connection after n bytes
+// from the client.
+func cutAfter(t *testing.T, addr string, n int64) string {
+	var once sync.Once
+	return serve(t, func(c net.Conn) {
+		up, err := net.Dial("tcp", addr)
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		limit := int64(-1)
+		once.Do(func() { limit = n })
+		go io.Copy(c, up)
+		if limit >= 0 {
+			io.CopyN(up, c, limit)
+			return
+		}
+		io.Copy(up, c)
+	})
+}

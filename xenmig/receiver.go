@@ -73,7 +73,7 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 
 	built := false
 	undo := func(cause error) error {
-		r.main.w.Write(wire.TypeAbort, wire.MarshalJSON(wire.Abort{Reason: cause.Error()}))
+		r.main.w.Write(wire.TypeAbort, abortRecord(cause))
 		if r.pager != nil {
 			r.pager.Close()
 		}
@@ -139,9 +139,7 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 			}
 			return r.switchover(ctx, mode, prepMS)
 		case wire.TypeAbort:
-			var a wire.Abort
-			wire.UnmarshalJSON(typ, body, &a)
-			return nil, undo(fmt.Errorf("%w: %s", ErrAborted, a.Reason))
+			return nil, undo(abortError(body))
 		default:
 			return nil, undo(fmt.Errorf("unexpected %v record before the switchover: %w", typ, wire.ErrMalformed))
 		}
@@ -150,7 +148,7 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 
 // refuse tells the sender why and returns err.
 func (r *receiver) refuse(err error) error {
-	r.main.w.Write(wire.TypeAbort, wire.MarshalJSON(wire.Abort{Reason: err.Error()}))
+	r.main.w.Write(wire.TypeAbort, abortRecord(err))
 	return err
 }
 
@@ -389,9 +387,7 @@ func (r *receiver) readPages(ctx context.Context, c *conn, name string, stop <-c
 				return nil // the rest of the main channel is read by run
 			}
 		case wire.TypeAbort:
-			var a wire.Abort
-			wire.UnmarshalJSON(typ, body, &a)
-			return fmt.Errorf("%w: %s", ErrAborted, a.Reason)
+			return abortError(body)
 		default:
 			return fmt.Errorf("unexpected %v record in post-copy: %w", typ, wire.ErrMalformed)
 		}

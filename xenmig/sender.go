@@ -156,7 +156,7 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	// Until the switchover, every failure lands here and resumes the domain.
 	var paused, logDirty bool
 	undo := func(cause error) error {
-		s.main.w.Write(wire.TypeAbort, wire.MarshalJSON(wire.Abort{Reason: cause.Error()}))
+		s.main.w.Write(wire.TypeAbort, abortRecord(cause))
 		if logDirty {
 			s.hv.DisableLogDirty(s.dom)
 		}

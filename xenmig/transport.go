@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/xenmig/xenmig/hypervisor"
 	"github.com/xenmig/xenmig/xenmig/internal/wire"
 )
 
@@ -45,14 +46,38 @@ func (c *conn) expect(t wire.Type) ([]byte, error) {
 		return nil, fmt.Errorf("waiting for %v: %w", t, err)
 	}
 	if typ == wire.TypeAbort && t != wire.TypeAbort {
-		var a wire.Abort
-		wire.UnmarshalJSON(typ, body, &a)
-		return nil, fmt.Errorf("%w: %s", ErrAborted, a.Reason)
+		return nil, abortError(body)
 	}
 	if typ != t {
 		return nil, fmt.Errorf("waiting for %v, got %v: %w", t, typ, wire.ErrMalformed)
 	}
 	return body, nil
+}
+
+// abortError turns an Abort record into an error wrapping ErrAborted and,
+// where the code says, the hypervisor sentinel behind it.
+func abortError(body []byte) error {
+	var a wire.Abort
+	wire.UnmarshalJSON(wire.TypeAbort, body, &a)
+	switch a.Code {
+	case wire.AbortPagingUnsupported:
+		return fmt.Errorf("%w: %w: %s", ErrAborted, hypervisor.ErrPagingUnsupported, a.Reason)
+	case wire.AbortGuestUnsupported:
+		return fmt.Errorf("%w: %w: %s", ErrAborted, hypervisor.ErrGuestUnsupported, a.Reason)
+	}
+	return fmt.Errorf("%w: %s", ErrAborted, a.Reason)
+}
+
+// abortRecord describes err for the peer.
+func abortRecord(err error) []byte {
+	a := wire.Abort{Reason: err.Error()}
+	switch {
+	case errors.Is(err, hypervisor.ErrPagingUnsupported):
+		a.Code = wire.AbortPagingUnsupported
+	case errors.Is(err, hypervisor.ErrGuestUnsupported):
+		a.Code = wire.AbortGuestUnsupported
+	}
+	return wire.MarshalJSON(a)
 }
 
 // Transport says how the two ends reach each other.

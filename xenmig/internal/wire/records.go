@@ -282,4 +282,13 @@ type Ack struct {
 // Abort says why a peer gave up.
 type Abort struct {
 	Reason string `json:"reason"`
+	// Code classifies the reason where the other side can act on it:
+	// AbortPagingUnsupported or AbortGuestUnsupported.
+	Code string `json:"code,omitempty"`
 }
+
+// Abort codes.
+const (
+	AbortPagingUnsupported = "paging-unsupported" // the destination hypervisor has no mem_paging
+	AbortGuestUnsupported  = "guest-unsupported"  // the guest cannot be paged there
+)

@@ -28,6 +28,15 @@ import (
 	"github.com/xenmig/xenmig/pvdriver"
 )
 
+// Exit statuses: 0 clean stop, 1 runtime failure, 2 bad flags or
+// configuration, 3 not a suitable Xen guest (no balloon driver or no
+// xenstore). The systemd unit does not restart on 2 and 3.
+const (
+	exitFailure   = 1
+	exitUsage     = 2
+	exitNotAGuest = 3
+)
+
 func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -45,11 +54,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	dryRun := fl.Bool("dry-run", false, "compute and report targets, never write the balloon")
 	check := fl.Bool("check", false, "check access to the balloon, meminfo and xenstore, print one decision and exit")
 	if err := fl.Parse(args); err != nil {
-		return 2
+		return exitUsage
 	}
 	if fl.NArg() > 0 {
 		fmt.Fprintf(stderr, "xenmig-balloond: unexpected arguments %q\n", fl.Args())
-		return 2
+		return exitUsage
 	}
 	set := map[string]bool{}
 	fl.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -57,7 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg, err := LoadConfig(*configPath, set["config"])
 	if err != nil {
 		fmt.Fprintf(stderr, "xenmig-balloond: %v\n", err)
-		return 2
+		return exitUsage
 	}
 	if set["interval"] {
 		cfg.Interval = *interval
@@ -79,7 +88,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "xenmig-balloond: %v\n", err)
-		return 2
+		return exitUsage
 	}
 
 	log := logrus.New()
@@ -93,19 +102,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	balloon, err := pvdriver.OpenSysfsBalloon(cfg.Root)
 	if err != nil {
 		log.WithError(err).Error("cannot start")
-		return 1
+		return exitNotAGuest
 	}
 	mem := pvdriver.NewProcMeminfo(cfg.Root)
 	if _, err := mem.MemInfo(); err != nil {
 		log.WithError(err).Error("cannot start")
-		return 1
+		return exitFailure
 	}
 	var store pvdriver.Store
 	if cfg.Xenstore != "none" {
 		c, err := pvdriver.OpenXenstore(cfg.Xenstore)
 		if err != nil {
 			log.WithError(err).Error("cannot start (set xenstore = \"none\" to self-balloon without dom0's squeeze protocol)")
-			return 1
+			return exitNotAGuest
 		}
 		c.Timeout = 10 * time.Second
 		defer c.Close()
@@ -119,13 +128,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	agent, err := pvdriver.NewAgent(cfg.AgentConfig(), balloon, mem, store, log)
 	if err != nil {
 		log.WithError(err).Error("cannot start")
-		return 1
+		return exitFailure
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := agent.Run(ctx); err != nil {
 		log.WithError(err).Error("agent failed")
-		return 1
+		return exitFailure
 	}
 	return 0
 }
@@ -135,17 +144,17 @@ func checkOnce(cfg Config, b pvdriver.Balloon, m pvdriver.MemSource, s pvdriver.
 	mi, err := m.MemInfo()
 	if err != nil {
 		fmt.Fprintf(stderr, "xenmig-balloond: %v\n", err)
-		return 1
+		return exitFailure
 	}
 	target, err := b.TargetKiB()
 	if err != nil {
 		fmt.Fprintf(stderr, "xenmig-balloond: %v\n", err)
-		return 1
+		return exitFailure
 	}
 	current, err := b.CurrentKiB()
 	if err != nil {
 		fmt.Fprintf(stderr, "xenmig-balloond: %v\n", err)
-		return 1
+		return exitFailure
 	}
 	ceiling := cfg.MaxKiB
 	xsState := "disabled"
@@ -156,7 +165,7 @@ func checkOnce(cfg Config, b pvdriver.Balloon, m pvdriver.MemSource, s pvdriver.
 				fmt.Sscan(v, &ceiling)
 			} else if !errors.Is(err, os.ErrNotExist) {
 				fmt.Fprintf(stderr, "xenmig-balloond: %v\n", err)
-				return 1
+				return exitFailure
 			}
 		}
 	}

@@ -121,8 +121,8 @@ func TestRunCheck(t *testing.T) {
 func TestRunMissingDriver(t *testing.T) {
 	var out, errb bytes.Buffer
 	code := run(context.Background(), []string{"-config", writeConfig(t, ""), "-root", t.TempDir(), "-xenstore", "none"}, &out, &errb)
-	if code != 1 {
-		t.Errorf("run without driver = %d, want 1", code)
+	if code != exitNotAGuest {
+		t.Errorf("run without driver = %d, want %d", code, exitNotAGuest)
 	}
 	if !strings.Contains(errb.String(), "is this a Xen guest with CONFIG_XEN_BALLOON?") {
 		t.Errorf("stderr lacks the explanation:\n%s", errb.String())
@@ -132,8 +132,8 @@ func TestRunMissingDriver(t *testing.T) {
 func TestRunMissingXenstore(t *testing.T) {
 	var out, errb bytes.Buffer
 	code := run(context.Background(), []string{"-config", writeConfig(t, ""), "-root", guestRoot(t), "-xenstore", filepath.Join(t.TempDir(), "xenbus")}, &out, &errb)
-	if code != 1 {
-		t.Errorf("run without xenstore = %d, want 1", code)
+	if code != exitNotAGuest {
+		t.Errorf("run without xenstore = %d, want %d", code, exitNotAGuest)
 	}
 	if !strings.Contains(errb.String(), "no xenstore access") {
 		t.Errorf("stderr lacks the explanation:\n%s", errb.String())
@@ -161,5 +161,17 @@ func TestRunBadFlags(t *testing.T) {
 	}
 	if code := run(context.Background(), []string{"-config", writeConfig(t, ""), "-log-level", "loud"}, &out, &errb); code != 2 {
 		t.Errorf("run with bad log level = %d, want 2", code)
+	}
+}
+
+// TestShippedConfig checks that dist/balloond.toml loads and states the
+// defaults.
+func TestShippedConfig(t *testing.T) {
+	c, err := LoadConfig(filepath.Join("..", "..", "dist", "balloond.toml"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != DefaultConfig() {
+		t.Errorf("dist/balloond.toml = %+v, want the defaults %+v", c, DefaultConfig())
 	}
 }

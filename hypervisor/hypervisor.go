@@ -70,7 +70,9 @@ type Hypervisor interface {
 	MaxGFN(d DomID) (GFN, error)
 
 	// Populated returns the set of gfns in [0, MaxGFN] backed by memory.
-	// Holes and ballooned-out gfns are not in it; paged-out gfns are.
+	// Holes and ballooned-out gfns are not in it. Call it on a domain with no
+	// pager attached: on Xen a paged-out gfn reads as XTAB (and the lookup
+	// starts paging it in), so paged-out gfns are not reliably reported.
 	// Xen: xc_get_pfn_type_batch over the physmap, every type but
 	// XEN_DOMCTL_PFINFO_XTAB.
 	Populated(d DomID) (*Bitmap, error)
@@ -182,7 +184,9 @@ type Pager interface {
 	Requests(ctx context.Context) ([]Request, error)
 
 	// Resume answers requests: each vCPU a request paused is unpaused once
-	// its gfn is present.
+	// its gfn is present. Every Request that Requests returned must be
+	// answered exactly once, even one that paused nothing (FlagForeign,
+	// PagingDropPage): the ring frees a slot only per response.
 	// Xen: RING_PUSH_RESPONSES of vm_event_response_t{version 7, reason
 	// MEM_PAGING, vcpu_id, flags & VCPU_PAUSED, gfn}, then xenevtchn_notify.
 	Resume(reqs ...Request) error

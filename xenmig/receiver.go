@@ -471,6 +471,7 @@ func (r *receiver) ops() (uint64, bool) {
 // area; faults arrive from the ring.
 type installer struct {
 	pager hypervisor.Pager
+	owed  *hypervisor.Bitmap // every gfn the source will send
 	total uint64
 
 	mu        sync.Mutex
@@ -494,7 +495,7 @@ type waiter struct {
 }
 
 func newInstaller(p hypervisor.Pager, want *hypervisor.Bitmap) *installer {
-	in := &installer{pager: p, total: want.Count(), installed: hypervisor.NewBitmap(want.Len()),
+	in := &installer{pager: p, owed: want, total: want.Count(), installed: hypervisor.NewBitmap(want.Len()),
 		requested: hypervisor.NewBitmap(want.Len()), waiting: map[hypervisor.GFN][]waiter{},
 		done: make(chan struct{}), staged: map[hypervisor.GFN][]byte{}}
 	if in.total == 0 {
@@ -573,19 +574,17 @@ func (in *installer) fault(reqs []hypervisor.Request) ([]hypervisor.GFN, error) 
 	var resume []hypervisor.Request
 	in.mu.Lock()
 	for _, q := range reqs {
-		if uint64(q.GFN) >= in.installed.Len() {
-			continue // not guest memory we manage
-		}
-		paused := q.Flags&hypervisor.FlagVCPUPaused != 0 || q.PagingFlags&hypervisor.PagingEvictFail != 0
-		if in.installed.Test(q.GFN) {
-			if paused {
-				resume = append(resume, q)
-			}
+		if uint64(q.GFN) >= in.installed.Len() || !in.owed.Test(q.GFN) {
+			resume = append(resume, q) // not memory the source owes us
 			continue
 		}
-		if paused {
-			in.waiting[q.GFN] = append(in.waiting[q.GFN], waiter{q, now})
+		// Every request is answered exactly once, paused vCPU or not: the
+		// ring frees a slot per response.
+		if in.installed.Test(q.GFN) {
+			resume = append(resume, q)
+			continue
 		}
+		in.waiting[q.GFN] = append(in.waiting[q.GFN], waiter{q, now})
 		if !in.requested.Test(q.GFN) {
 			in.requested.Set(q.GFN)
 			ask = append(ask, q.GFN)

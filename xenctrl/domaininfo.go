@@ -1,0 +1,64 @@
+package xenctrl
+
+import "github.com/xenmig/xenmig/hypervisor"
+
+// XEN_DOMINF_* flags of xc_domaininfo_t (xen/domctl.h).
+const (
+	dominfDying     = 1 << 0
+	dominfHVM       = 1 << 1
+	dominfShutdown  = 1 << 2
+	dominfPaused    = 1 << 3
+	dominfHAP       = 1 << 8
+	dominfShutShift = 16
+	dominfShutMask  = 255
+
+	shutdownCrash = 3 // SHUTDOWN_crash (xen/sched.h)
+
+	invalidMaxVCPUID = ^uint32(0) // XEN_INVALID_MAX_VCPU_ID: no vCPUs
+)
+
+// rawDomainInfo is the part of xc_domaininfo_t the contract uses, copied out
+// of the C struct by the cgo edge.
+type rawDomainInfo struct {
+	Domain     uint16
+	Flags      uint32
+	TotPages   uint64
+	MaxPages   uint64
+	PagedPages uint64
+	MaxVCPUID  uint32
+}
+
+// stateFromFlags decodes a domain's run state from XEN_DOMINF_* flags.
+func stateFromFlags(flags uint32) hypervisor.State {
+	switch {
+	case flags&dominfDying != 0:
+		return hypervisor.StateDying
+	case flags&dominfShutdown != 0:
+		if (flags>>dominfShutShift)&dominfShutMask == shutdownCrash {
+			return hypervisor.StateCrashed
+		}
+		return hypervisor.StateShutdown
+	case flags&dominfPaused != 0:
+		return hypervisor.StatePaused
+	}
+	return hypervisor.StateRunning
+}
+
+// domainInfo converts raw domain info and the name from xenstore.
+func domainInfo(r rawDomainInfo, name string) hypervisor.DomainInfo {
+	vcpus := 0
+	if r.MaxVCPUID != invalidMaxVCPUID {
+		vcpus = int(r.MaxVCPUID) + 1
+	}
+	return hypervisor.DomainInfo{
+		ID:         hypervisor.DomID(r.Domain),
+		Name:       name,
+		State:      stateFromFlags(r.Flags),
+		VCPUs:      vcpus,
+		MaxPages:   r.MaxPages,
+		TotPages:   r.TotPages,
+		PagedPages: r.PagedPages,
+		HVM:        r.Flags&dominfHVM != 0,
+		HAP:        r.Flags&dominfHAP != 0,
+	}
+}

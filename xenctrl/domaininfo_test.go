@@ -1,0 +1,41 @@
+package xenctrl
+
+import (
+	"testing"
+
+	"github.com/xenmig/xenmig/hypervisor"
+)
+
+func TestStateFromFlags(t *testing.T) {
+	for _, tt := range []struct {
+		flags uint32
+		want  hypervisor.State
+	}{
+		{0, hypervisor.StateRunning},
+		{1 << 5, hypervisor.StateRunning}, // XEN_DOMINF_running
+		{1 << 4, hypervisor.StateRunning}, // XEN_DOMINF_blocked
+		{dominfPaused, hypervisor.StatePaused},
+		{dominfShutdown, hypervisor.StateShutdown}, // SHUTDOWN_poweroff = 0
+		{dominfShutdown | 1<<16, hypervisor.StateShutdown},
+		{dominfShutdown | shutdownCrash<<16, hypervisor.StateCrashed},
+		{dominfShutdown | dominfPaused, hypervisor.StateShutdown},
+		{dominfDying | dominfShutdown | dominfPaused, hypervisor.StateDying},
+	} {
+		if got := stateFromFlags(tt.flags); got != tt.want {
+			t.Errorf("stateFromFlags(%#x) = %v, want %v", tt.flags, got, tt.want)
+		}
+	}
+}
+
+func TestDomainInfo(t *testing.T) {
+	r := rawDomainInfo{Domain: 7, Flags: dominfHVM | dominfHAP | dominfPaused, TotPages: 100, MaxPages: 200, PagedPages: 3, MaxVCPUID: 3}
+	got := domainInfo(r, "web")
+	want := hypervisor.DomainInfo{ID: 7, Name: "web", State: hypervisor.StatePaused, VCPUs: 4, MaxPages: 200, TotPages: 100, PagedPages: 3, HVM: true, HAP: true}
+	if got != want {
+		t.Errorf("domainInfo(%+v) = %+v, want %+v", r, got, want)
+	}
+	r = rawDomainInfo{Domain: 8, MaxVCPUID: invalidMaxVCPUID}
+	if got := domainInfo(r, ""); got.VCPUs != 0 || got.HVM || got.HAP {
+		t.Errorf("domainInfo(no vcpus, PV) = %+v, want 0 vCPUs, PV, no HAP", got)
+	}
+}

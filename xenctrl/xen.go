@@ -1,0 +1,562 @@
+//go:build xen && linux
+
+package xenctrl
+
+/*
+#cgo pkg-config: xencontrol xenevtchn xenforeignmemory xenstore xentoollog
+#include "xenshim.h"
+*/
+import "C"
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"github.com/xenmig/xenmig/hypervisor"
+)
+
+var _ hypervisor.Hypervisor = (*Host)(nil)
+
+// Host is a connection to the Xen hypervisor this process runs on (from a
+// PV dom0, as root): one libxenctrl, libxenforeignmemory and libxenstore
+// handle each, shared by every call. It implements hypervisor.Hypervisor;
+// its methods are safe for concurrent use (the libraries' handles are
+// reentrant).
+type Host struct {
+	opts   options
+	logger *C.xentoollog_logger
+	xch    *C.xc_interface
+	fmem   *C.xenforeignmemory_handle
+	xs     *C.struct_xs_handle
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// Open connects to the local Xen hypervisor: xc_interface_open,
+// xenforeignmemory_open and xs_open. Without a hypervisor (no
+// /dev/xen/privcmd) it fails at once with an error wrapping ErrNoHypervisor
+// and ENOENT. The libraries' own error messages are silenced unless
+// WithLibraryLog(true) is given.
+func Open(opts ...Option) (*Host, error) {
+	o := applyOptions(opts)
+	h := &Host{opts: o}
+	verbose := C.int(0)
+	if o.libLog {
+		verbose = 1
+	}
+	h.logger = C.xenmig_logger(verbose)
+
+	xch, err := C.xc_interface_open(h.logger, h.logger, 0)
+	if xch == nil {
+		h.Close()
+		return nil, openError("xc_interface_open", err)
+	}
+	h.xch = xch
+	fmem, err := C.xenforeignmemory_open(h.logger, 0)
+	if fmem == nil {
+		h.Close()
+		return nil, openError("xenforeignmemory_open", err)
+	}
+	h.fmem = fmem
+	xs, err := C.xs_open(0)
+	if xs == nil {
+		h.Close()
+		e := &Error{Call: "xs_open", Detail: "is xenstored running (systemctl status xenstored)?"}
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			e.Errno = errno
+		}
+		return nil, e
+	}
+	h.xs = xs
+	return h, nil
+}
+
+// openError reports a library that could not reach the hypervisor.
+func openError(call string, err error) error {
+	e := &Error{Call: call}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		e.Errno = errno
+	}
+	if e.Errno == syscall.ENOENT || e.Errno == syscall.ENXIO || e.Errno == syscall.ENODEV || e.Errno == 0 {
+		if _, statErr := os.Stat("/dev/xen/privcmd"); statErr != nil {
+			return fmt.Errorf("xenctrl: %w: %w", ErrNoHypervisor, e)
+		}
+	}
+	return fmt.Errorf("xenctrl: %w", e)
+}
+
+// Close releases the library handles. Pagers must be closed first, and the
+// Host must not be used afterwards.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil
+	}
+	h.closed = true
+	if h.xs != nil {
+		C.xs_close(h.xs)
+	}
+	if h.fmem != nil {
+		C.xenforeignmemory_close(h.fmem)
+	}
+	if h.xch != nil {
+		C.xc_interface_close(h.xch)
+	}
+	if h.logger != nil {
+		C.xtl_logger_destroy(h.logger)
+	}
+	return nil
+}
+
+// errno extracts the errno cgo returned alongside a C result.
+func errnoOf(err error) syscall.Errno {
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return 0
+}
+
+// rawInfo wraps xc_domain_getinfolist(xch, d, 1, &info), checking that the
+// domain returned is d: the call returns the next domain >= d.
+func (h *Host) rawInfo(d hypervisor.DomID) (rawDomainInfo, error) {
+	var info C.xc_domaininfo_t
+	n, err := C.xc_domain_getinfolist(h.xch, C.uint32_t(d), 1, &info)
+	if n < 0 {
+		return rawDomainInfo{}, newError(classDomain, "xc_domain_getinfolist", d, err)
+	}
+	if n == 0 || hypervisor.DomID(info.domain) != d {
+		return rawDomainInfo{}, &Error{Call: "xc_domain_getinfolist", Dom: d, HasDom: true,
+			Errno: syscall.ESRCH, Kind: hypervisor.ErrNotFound, Detail: "no such domain"}
+	}
+	return rawFromC(&info), nil
+}
+
+func rawFromC(info *C.xc_domaininfo_t) rawDomainInfo {
+	return rawDomainInfo{
+		Domain:     uint16(info.domain),
+		Flags:      uint32(info.flags),
+		TotPages:   uint64(info.tot_pages),
+		MaxPages:   uint64(info.max_pages),
+		PagedPages: uint64(info.paged_pages),
+		MaxVCPUID:  uint32(info.max_vcpu_id),
+	}
+}
+
+// name reads /local/domain/<id>/name; "" if it has none.
+func (h *Host) name(d hypervisor.DomID) string {
+	s, err := h.StoreRead(fmt.Sprintf("/local/domain/%d/name", d))
+	if err != nil {
+		return ""
+	}
+	return s
+}
+
+// Domains wraps xc_domain_getinfolist from domid 1, in batches, with names
+// from xenstore /local/domain/<id>/name.
+func (h *Host) Domains() ([]hypervisor.DomainInfo, error) {
+	const batch = 64
+	var infos [batch]C.xc_domaininfo_t
+	var out []hypervisor.DomainInfo
+	next := uint32(1)
+	for {
+		n, err := C.xc_domain_getinfolist(h.xch, C.uint32_t(next), batch, &infos[0])
+		if n < 0 {
+			return nil, newError(classDomain, "xc_domain_getinfolist", hypervisor.DomID(next), err)
+		}
+		for i := 0; i < int(n); i++ {
+			r := rawFromC(&infos[i])
+			out = append(out, domainInfo(r, h.name(hypervisor.DomID(r.Domain))))
+			next = uint32(r.Domain) + 1
+		}
+		if int(n) < batch {
+			return out, nil
+		}
+	}
+}
+
+// Lookup finds a domain by its xenstore name, as libxl_name_to_domid does.
+func (h *Host) Lookup(name string) (hypervisor.DomID, error) {
+	doms, err := h.Domains()
+	if err != nil {
+		return 0, err
+	}
+	for _, d := range doms {
+		if d.Name == name {
+			return d.ID, nil
+		}
+	}
+	return 0, fmt.Errorf("xenctrl: no domain called %q: %w", name, hypervisor.ErrNotFound)
+}
+
+// Info wraps xc_domain_getinfolist(xch, d, 1, &info), checking that
+// info.domain == d; the name comes from xenstore.
+func (h *Host) Info(d hypervisor.DomID) (hypervisor.DomainInfo, error) {
+	r, err := h.rawInfo(d)
+	if err != nil {
+		return hypervisor.DomainInfo{}, err
+	}
+	return domainInfo(r, h.name(d)), nil
+}
+
+// Config returns the domain's xl configuration file, found by name with the
+// WithConfigPaths patterns (default /etc/xen/<name>.cfg ...), carried
+// unchanged in Raw. libxl keeps a JSON form of the running configuration
+// (`xl list -l`), but `xl create` does not read it back, so the file the
+// domain was created from is what the destination needs.
+func (h *Host) Config(d hypervisor.DomID) (hypervisor.DomainConfig, error) {
+	info, err := h.Info(d)
+	if err != nil {
+		return hypervisor.DomainConfig{}, err
+	}
+	_, raw, err := findConfig(h.opts.configPaths, info.Name)
+	if err != nil {
+		return hypervisor.DomainConfig{}, fmt.Errorf("xenctrl: config of domain %d: %w", d, err)
+	}
+	return domainConfig(info, raw), nil
+}
+
+// xl runs the toolstack's xl with args, returning its combined output in the
+// error when it fails.
+func (h *Host) xl(args ...string) error {
+	cmd := exec.Command(h.opts.xl, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("xenctrl: %s %v: %w: %s", h.opts.xl, args, err, bytes.TrimSpace(out.Bytes()))
+	}
+	return nil
+}
+
+// CreateShell runs `xl create -p` with the migrated xl configuration (Raw,
+// written to a temporary file) under the migrated name: the toolstack builds
+// the domain, its memory and its devices (backends, device model) and leaves
+// it paused, and xenmig then takes it over for memory and vCPU state. The
+// host must have everything the config names (disk paths, bridges).
+func (h *Host) CreateShell(cfg hypervisor.DomainConfig) (hypervisor.DomID, error) {
+	if err := checkShellConfig(cfg); err != nil {
+		return 0, fmt.Errorf("xenctrl: create shell: %w", err)
+	}
+	if _, err := h.Lookup(cfg.Name); err == nil {
+		return 0, fmt.Errorf("xenctrl: create shell: a domain called %q already exists: %w", cfg.Name, hypervisor.ErrBusy)
+	}
+	f, err := os.CreateTemp("", "xenmig-*.cfg")
+	if err != nil {
+		return 0, fmt.Errorf("xenctrl: create shell: %w", err)
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(cfg.Raw); err != nil {
+		f.Close()
+		return 0, fmt.Errorf("xenctrl: create shell: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return 0, fmt.Errorf("xenctrl: create shell: %w", err)
+	}
+	if err := h.xl(xlCreateArgs(f.Name(), cfg.Name)...); err != nil {
+		return 0, err
+	}
+	return h.Lookup(cfg.Name)
+}
+
+// Rename runs `xl rename`, which is libxl_domain_rename: it renames the
+// domain in xenstore (/local/domain/<id>/name, /vm/<uuid>/name) and in
+// libxl's stored configuration.
+func (h *Host) Rename(d hypervisor.DomID, name string) error {
+	return h.xl("rename", strconv.Itoa(int(d)), name)
+}
+
+// Pause wraps xc_domain_pause (reference counted).
+func (h *Host) Pause(d hypervisor.DomID) error {
+	if rc, err := C.xc_domain_pause(h.xch, C.uint32_t(d)); rc != 0 {
+		return newError(classDomain, "xc_domain_pause", d, err)
+	}
+	return nil
+}
+
+// Unpause wraps xc_domain_unpause.
+func (h *Host) Unpause(d hypervisor.DomID) error {
+	if rc, err := C.xc_domain_unpause(h.xch, C.uint32_t(d)); rc != 0 {
+		return newError(classDomain, "xc_domain_unpause", d, err)
+	}
+	return nil
+}
+
+// Destroy runs `xl destroy`, which is libxl_domain_destroy: it tears down
+// the domain's devices and device model too. Where xl is not installed it
+// falls back to xc_domain_destroy, which kills the domain but leaves its
+// backends to the toolstack.
+func (h *Host) Destroy(d hypervisor.DomID) error {
+	err := h.xl("destroy", strconv.Itoa(int(d)))
+	if err == nil || !errors.Is(err, exec.ErrNotFound) {
+		return err
+	}
+	if rc, cerr := C.xc_domain_destroy(h.xch, C.uint32_t(d)); rc != 0 {
+		return newError(classDomain, "xc_domain_destroy", d, cerr)
+	}
+	return nil
+}
+
+// MaxGFN wraps xc_domain_maximum_gpfn.
+func (h *Host) MaxGFN(d hypervisor.DomID) (hypervisor.GFN, error) {
+	var g C.xen_pfn_t
+	if rc, err := C.xc_domain_maximum_gpfn(h.xch, C.uint32_t(d), &g); rc < 0 {
+		return 0, newError(classDomain, "xc_domain_maximum_gpfn", d, err)
+	}
+	return hypervisor.GFN(g), nil
+}
+
+// Populated wraps xc_get_pfn_type_batch over [0, MaxGFN] in batches of 1024:
+// every gfn whose type is not XEN_DOMCTL_PFINFO_XTAB. Xen reports a paged-out
+// gfn as XTAB (and the lookup asks the pager to bring it back), so on real
+// Xen call it on a domain with no paged-out gfns, as the source of a
+// migration is.
+func (h *Host) Populated(d hypervisor.DomID) (*hypervisor.Bitmap, error) {
+	maxg, err := h.MaxGFN(d)
+	if err != nil {
+		return nil, err
+	}
+	n := uint64(maxg) + 1
+	bm := hypervisor.NewBitmap(n)
+	arr := make([]uint64, pfnTypeBatch)
+	for first := uint64(0); first < n; first += pfnTypeBatch {
+		k := min(uint64(pfnTypeBatch), n-first)
+		batch := arr[:k]
+		gfnRange(batch, hypervisor.GFN(first))
+		rc, err := C.xc_get_pfn_type_batch(h.xch, C.uint32_t(d), C.uint(k), (*C.xen_pfn_t)(unsafe.Pointer(&batch[0])))
+		if rc != 0 {
+			return nil, newError(classDomain, "xc_get_pfn_type_batch", d, err).withGFN(hypervisor.GFN(first))
+		}
+		markPopulated(bm, hypervisor.GFN(first), batch)
+	}
+	return bm, nil
+}
+
+// mapBatch is the largest number of gfns mapped at once by ReadPages and
+// WritePages.
+const mapBatch = 512
+
+// ReadPages wraps xenforeignmemory_map(PROT_READ) of batches of gfns with a
+// per-gfn err[] array, copies the pages out and unmaps them. A gfn that
+// failed to map fails the call with a *hypervisor.PageError: ErrPaged for
+// ENOENT/EAGAIN (paged out), ErrNotPopulated for EINVAL/EFAULT (a hole).
+func (h *Host) ReadPages(d hypervisor.DomID, gfns []hypervisor.GFN, dst []byte) error {
+	if len(dst) < len(gfns)*hypervisor.PageSize {
+		return fmt.Errorf("xenctrl: read %d pages of domain %d into %d bytes: %w", len(gfns), d, len(dst), hypervisor.ErrInvalid)
+	}
+	return h.mapPages(d, "read", C.PROT_READ, gfns, func(i int, page []byte) {
+		copy(dst[i*hypervisor.PageSize:(i+1)*hypervisor.PageSize], page)
+	})
+}
+
+// WritePages wraps xenforeignmemory_map(PROT_READ|PROT_WRITE) of batches of
+// gfns, copies the pages in and unmaps them; per-gfn failures as ReadPages.
+func (h *Host) WritePages(d hypervisor.DomID, gfns []hypervisor.GFN, src []byte) error {
+	if len(src) < len(gfns)*hypervisor.PageSize {
+		return fmt.Errorf("xenctrl: write %d pages of domain %d from %d bytes: %w", len(gfns), d, len(src), hypervisor.ErrInvalid)
+	}
+	return h.mapPages(d, "write", C.PROT_READ|C.PROT_WRITE, gfns, func(i int, page []byte) {
+		copy(page, src[i*hypervisor.PageSize:(i+1)*hypervisor.PageSize])
+	})
+}
+
+// mapPages maps gfns in batches and calls f(i, page) for each, gfns[i]'s
+// mapping. The mapping is unmapped before mapPages returns.
+func (h *Host) mapPages(d hypervisor.DomID, op string, prot C.int, gfns []hypervisor.GFN, f func(int, []byte)) error {
+	arr := make([]uint64, min(len(gfns), mapBatch))
+	errs := make([]C.int, len(arr))
+	for base := 0; base < len(gfns); base += mapBatch {
+		k := min(mapBatch, len(gfns)-base)
+		for i := 0; i < k; i++ {
+			arr[i] = uint64(gfns[base+i])
+		}
+		addr, err := C.xenforeignmemory_map(h.fmem, C.uint32_t(d), prot, C.size_t(k),
+			(*C.xen_pfn_t)(unsafe.Pointer(&arr[0])), &errs[0])
+		if addr == nil {
+			return pageError(op, gfns[base], newError(classForeign, "xenforeignmemory_map", d, err))
+		}
+		mem := unsafe.Slice((*byte)(addr), k*hypervisor.PageSize)
+		for i := 0; i < k; i++ {
+			if e := errs[i]; e != 0 {
+				C.xenforeignmemory_unmap(h.fmem, addr, C.size_t(k))
+				errno := syscall.Errno(e)
+				if e < 0 {
+					errno = syscall.Errno(-e)
+				}
+				pe := &Error{Call: "xenforeignmemory_map", Dom: d, HasDom: true, Errno: errno, Kind: sentinel(classForeign, errno)}
+				return pageError(op, gfns[base+i], pe)
+			}
+		}
+		for i := 0; i < k; i++ {
+			f(base+i, mem[i*hypervisor.PageSize:(i+1)*hypervisor.PageSize])
+		}
+		C.xenforeignmemory_unmap(h.fmem, addr, C.size_t(k))
+	}
+	return nil
+}
+
+// reservationBatch is the number of gfns per populate/decrease call, so a
+// failure can be pinned to a small range.
+const reservationBatch = 1024
+
+// Populate wraps xc_domain_populate_physmap_exact(xch, d, n, 0, 0, gfns) in
+// batches; a failure names the first gfn of the failed batch.
+func (h *Host) Populate(d hypervisor.DomID, gfns []hypervisor.GFN) error {
+	return h.reservation(d, gfns, "xc_domain_populate_physmap_exact", func(n int, arr *C.xen_pfn_t) (C.int, error) {
+		rc, err := C.xc_domain_populate_physmap_exact(h.xch, C.uint32_t(d), C.ulong(n), 0, 0, arr)
+		return rc, err
+	})
+}
+
+// Depopulate wraps xc_domain_decrease_reservation_exact(xch, d, n, 0, gfns)
+// in batches; a failure names the first gfn of the failed batch.
+func (h *Host) Depopulate(d hypervisor.DomID, gfns []hypervisor.GFN) error {
+	return h.reservation(d, gfns, "xc_domain_decrease_reservation_exact", func(n int, arr *C.xen_pfn_t) (C.int, error) {
+		rc, err := C.xc_domain_decrease_reservation_exact(h.xch, C.uint32_t(d), C.ulong(n), 0, arr)
+		return rc, err
+	})
+}
+
+func (h *Host) reservation(d hypervisor.DomID, gfns []hypervisor.GFN, call string, f func(int, *C.xen_pfn_t) (C.int, error)) error {
+	arr := make([]uint64, min(len(gfns), reservationBatch))
+	for base := 0; base < len(gfns); base += reservationBatch {
+		k := min(reservationBatch, len(gfns)-base)
+		for i := 0; i < k; i++ {
+			arr[i] = uint64(gfns[base+i])
+		}
+		if rc, err := f(k, (*C.xen_pfn_t)(unsafe.Pointer(&arr[0]))); rc != 0 {
+			e := newError(classDomain, call, d, err).withGFN(gfns[base])
+			if k > 1 {
+				e.Detail = fmt.Sprintf("in the batch of %d gfns starting there", k)
+			}
+			return e
+		}
+	}
+	return nil
+}
+
+// Log-dirty operations (xen/domctl.h XEN_DOMCTL_SHADOW_OP_*).
+const (
+	shadowOpOff            = 0
+	shadowOpEnableLogDirty = 2
+	shadowOpClean          = 11
+	shadowOpPeek           = 12
+)
+
+// EnableLogDirty wraps xc_shadow_control(XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY),
+// then cleans the log once so every page starts clean.
+func (h *Host) EnableLogDirty(d hypervisor.DomID) error {
+	if rc, err := C.xc_shadow_control(h.xch, C.uint32_t(d), shadowOpEnableLogDirty, nil, 0); rc != 0 {
+		return newError(classDomain, "xc_shadow_control(ENABLE_LOGDIRTY)", d, err)
+	}
+	_, err := h.DirtyLog(d, true)
+	return err
+}
+
+// DirtyLog wraps xc_logdirty_control(XEN_DOMCTL_SHADOW_OP_CLEAN, or _PEEK
+// without clean) over [0, MaxGFN], through a C helper that owns the
+// hypercall buffer the bitmap must live in.
+func (h *Host) DirtyLog(d hypervisor.DomID, clean bool) (*hypervisor.Bitmap, error) {
+	maxg, err := h.MaxGFN(d)
+	if err != nil {
+		return nil, err
+	}
+	n := uint64(maxg) + 1
+	words := make([]uint64, bitmapWords(n))
+	sop, call := C.uint(shadowOpPeek), "xc_logdirty_control(PEEK)"
+	if clean {
+		sop, call = shadowOpClean, "xc_logdirty_control(CLEAN)"
+	}
+	if rc, err := C.xenmig_logdirty(h.xch, C.uint32_t(d), sop, (*C.uint64_t)(unsafe.Pointer(&words[0])), C.ulong(n)); rc < 0 {
+		return nil, newError(classDomain, call, d, err)
+	}
+	return hypervisor.BitmapFromWords(words, n), nil
+}
+
+// DisableLogDirty wraps xc_shadow_control(XEN_DOMCTL_SHADOW_OP_OFF).
+func (h *Host) DisableLogDirty(d hypervisor.DomID) error {
+	if rc, err := C.xc_shadow_control(h.xch, C.uint32_t(d), shadowOpOff, nil, 0); rc != 0 {
+		return newError(classDomain, "xc_shadow_control(OFF)", d, err)
+	}
+	return nil
+}
+
+// SaveCPU wraps xc_domain_hvm_getcontext (sized by a first call with no
+// buffer), xc_hvm_param_get for the parameters Xen's saver carries (those
+// that are non-zero) and xc_domain_get_tsc_info. d must be paused.
+func (h *Host) SaveCPU(d hypervisor.DomID) (hypervisor.CPUState, error) {
+	var s hypervisor.CPUState
+	size, err := C.xc_domain_hvm_getcontext(h.xch, C.uint32_t(d), nil, 0)
+	if size < 0 {
+		return s, newError(classDomain, "xc_domain_hvm_getcontext(size)", d, err)
+	}
+	buf := make([]byte, int(size))
+	if size > 0 {
+		n, err := C.xc_domain_hvm_getcontext(h.xch, C.uint32_t(d), (*C.uint8_t)(unsafe.Pointer(&buf[0])), C.uint32_t(size))
+		if n < 0 {
+			return s, newError(classDomain, "xc_domain_hvm_getcontext", d, err)
+		}
+		buf = buf[:int(n)]
+	}
+	s.HVMContext = buf
+	s.Params = make(map[uint32]uint64)
+	for _, p := range hvmSaveParams {
+		var v C.uint64_t
+		if rc, err := C.xc_hvm_param_get(h.xch, C.uint32_t(d), C.uint32_t(p), &v); rc != 0 {
+			e := newError(classDomain, "xc_hvm_param_get", d, err)
+			e.Detail = fmt.Sprintf("HVM param %d", p)
+			return s, e
+		}
+		if v != 0 {
+			s.Params[p] = uint64(v)
+		}
+	}
+	var mode, khz, inc C.uint32_t
+	var ns C.uint64_t
+	if rc, err := C.xc_domain_get_tsc_info(h.xch, C.uint32_t(d), &mode, &ns, &khz, &inc); rc != 0 {
+		return s, newError(classDomain, "xc_domain_get_tsc_info", d, err)
+	}
+	s.TSC = hypervisor.TSCInfo{Mode: uint32(mode), ElapsedNsec: uint64(ns), GTSCkHz: uint32(khz), Incarnation: uint32(inc)}
+	return s, nil
+}
+
+// RestoreCPU wraps xc_domain_set_tsc_info, xc_hvm_param_set for each saved
+// parameter and xc_domain_hvm_setcontext, in the restorer's order, into a
+// paused d.
+func (h *Host) RestoreCPU(d hypervisor.DomID, s hypervisor.CPUState) error {
+	t := s.TSC
+	if rc, err := C.xc_domain_set_tsc_info(h.xch, C.uint32_t(d), C.uint32_t(t.Mode), C.uint64_t(t.ElapsedNsec), C.uint32_t(t.GTSCkHz), C.uint32_t(t.Incarnation)); rc != 0 {
+		return newError(classDomain, "xc_domain_set_tsc_info", d, err)
+	}
+	for _, p := range hvmSaveParams { // a fixed order, not the map's
+		v, ok := s.Params[p]
+		if !ok {
+			continue
+		}
+		if rc, err := C.xc_hvm_param_set(h.xch, C.uint32_t(d), C.uint32_t(p), C.uint64_t(v)); rc != 0 {
+			e := newError(classDomain, "xc_hvm_param_set", d, err)
+			e.Detail = fmt.Sprintf("HVM param %d", p)
+			return e
+		}
+	}
+	if len(s.HVMContext) == 0 {
+		return fmt.Errorf("xenctrl: restore CPU of domain %d: empty HVM context: %w", d, hypervisor.ErrInvalid)
+	}
+	ctx := s.HVMContext
+	if rc, err := C.xc_domain_hvm_setcontext(h.xch, C.uint32_t(d), (*C.uint8_t)(unsafe.Pointer(&ctx[0])), C.uint32_t(len(ctx))); rc != 0 {
+		return newError(classDomain, "xc_domain_hvm_setcontext", d, err)
+	}
+	runtime.KeepAlive(ctx)
+	return nil
+}

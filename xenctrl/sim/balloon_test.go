@@ -1,0 +1,98 @@
+package sim
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/xenmig/xenmig/hypervisor"
+)
+
+func TestBalloonReleaseAndReturn(t *testing.T) {
+	h := newTestHost(t)
+	id := create(t, h, testSpec(Probe, 2))
+	must(t, "Unpause", h.Unpause(id))
+	home, err := h.DomainPath(id)
+	must(t, "DomainPath", err)
+	info, err := h.Info(id)
+	must(t, "Info", err)
+	full := info.TotPages
+	inUse, err := h.GuestPages(id)
+	must(t, "GuestPages", err)
+	digest, err := h.Digest(id)
+	must(t, "Digest", err)
+	populated := func() *hypervisor.Bitmap {
+		b, err := h.Populated(id)
+		must(t, "Populated", err)
+		return b
+	}
+	setTarget := func(pages uint64) {
+		must(t, "StoreWrite", h.StoreWrite(home+"/memory/target", fmt.Sprint(pages*hypervisor.PageSize/1024)))
+		waitFor(t, fmt.Sprintf("%d pages populated", pages), func() bool { return populated().Count() == pages })
+	}
+	for _, tt := range []struct {
+		name   string
+		target uint64
+	}{
+		{"inflate", full - 1000},
+		{"inflate more", full - 1500},
+		{"deflate part", full - 200},
+		{"deflate all", full},
+	} {
+		before := populated()
+		setTarget(tt.target)
+		after := populated()
+		if tt.target < before.Count() {
+			// The released gfns are the highest free ones.
+			gone := before.Clone()
+			gone.AndNot(after)
+			lowest := gone.GFNs()[0]
+			for g := lowest; uint64(g) < after.Len(); g++ {
+				if after.Test(g) && !isUsed(t, h, id, g) {
+					t.Errorf("%s: free gfn %#x above released gfn %#x still populated", tt.name, g, lowest)
+					break
+				}
+			}
+		}
+		if got, err := h.GuestPages(id); err != nil || got != inUse {
+			t.Errorf("%s: GuestPages() = %d, %v, want %d, nil", tt.name, got, err, inUse)
+		}
+		if got, err := h.Digest(id); err != nil || got != digest {
+			t.Errorf("%s: Digest() = %v, %v, want %v, nil", tt.name, got, err, digest)
+		}
+	}
+	if got := populated().Count(); got != full {
+		t.Errorf("populated pages after deflating = %d, want %d", got, full)
+	}
+}
+
+// isUsed reports whether the guest uses g.
+func isUsed(t *testing.T, h *Host, id hypervisor.DomID, g hypervisor.GFN) bool {
+	d, err := h.acquire(id)
+	must(t, "acquire", err)
+	defer d.release()
+	d.guestMu.Lock()
+	defer d.guestMu.Unlock()
+	return d.inUseLocked(g)
+}
+
+// TestBalloonWaitsForUnpause checks that the balloon driver, guest code, does
+// nothing while the domain is paused.
+func TestBalloonWaitsForUnpause(t *testing.T) {
+	h := newTestHost(t)
+	id := create(t, h, testSpec(Probe, 1))
+	home, _ := h.DomainPath(id)
+	before, err := h.Populated(id)
+	must(t, "Populated", err)
+	must(t, "StoreWrite", h.StoreWrite(home+"/memory/target", fmt.Sprint((before.Count()-10)*4)))
+	after, err := h.Populated(id)
+	must(t, "Populated", err)
+	if !slices.Equal(after.Words(), before.Words()) {
+		t.Errorf("populated gfns changed while paused")
+	}
+	must(t, "Unpause", h.Unpause(id))
+	waitFor(t, "balloon inflated", func() bool {
+		b, err := h.Populated(id)
+		return err == nil && b.Count() == before.Count()-10
+	})
+}

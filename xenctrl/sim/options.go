@@ -1,0 +1,34 @@
+package sim
+
+import (
+	"io"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// DefaultNotifyLatency is the event-channel notification latency of a Host
+// created without WithNotifyLatency: a few microseconds, as an interdomain
+// event reaching a dom0 process takes on real hardware.
+const DefaultNotifyLatency = 5 * time.Microsecond
+
+// Option configures a Host.
+type Option func(*Host)
+
+// WithNotifyLatency sets the delay between the guest posting a paging request
+// and the pager seeing it (the event channel's latency). Zero delivers at once.
+func WithNotifyLatency(d time.Duration) Option {
+	return func(h *Host) { h.notifyLatency = max(d, 0) }
+}
+
+// WithLogger makes the Host log through l; by default it logs nothing.
+func WithLogger(l *logrus.Entry) Option {
+	return func(h *Host) { h.log = l }
+}
+
+// discardLogger is the logger of a Host created without WithLogger.
+func discardLogger() *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return logrus.NewEntry(l)
+}

@@ -32,7 +32,7 @@ func guest(name string, kind sim.Kind, steps uint64) sim.GuestSpec {
 }
 
 // reference is the digest of spec run to its end without migration.
-func reference(t *testing.T, spec sim.GuestSpec) hypervisor.Digest {
+func reference(t testing.TB, spec sim.GuestSpec) hypervisor.Digest {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -45,7 +45,7 @@ func reference(t *testing.T, spec sim.GuestSpec) hypervisor.Digest {
 
 // boot creates and starts spec on h and lets it run until every vCPU has
 // done at least warm steps.
-func boot(t *testing.T, h *sim.Host, spec sim.GuestSpec, warm uint64) hypervisor.DomID {
+func boot(t testing.TB, h *sim.Host, spec sim.GuestSpec, warm uint64) hypervisor.DomID {
 	t.Helper()
 	d, err := h.CreateDomain(spec)
 	if err != nil {
@@ -87,7 +87,7 @@ type destination struct {
 	err  error
 }
 
-func receiveOne(t *testing.T, t2 xenmig.Transport) *destination {
+func receiveOne(t testing.TB, t2 xenmig.Transport) *destination {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -105,7 +105,7 @@ func receiveOne(t *testing.T, t2 xenmig.Transport) *destination {
 	return d
 }
 
-func (d *destination) wait(t *testing.T) {
+func (d *destination) wait(t testing.TB) {
 	t.Helper()
 	select {
 	case <-d.done:

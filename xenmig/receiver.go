@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -381,6 +382,7 @@ func (r *receiver) readPages(ctx context.Context, c *conn, name string, stop <-c
 			if err := r.in.installBatch(p); err != nil {
 				return err
 			}
+			runtime.Gosched() // let the fault path run between bulk batches
 		case wire.TypePushDone:
 			r.log.Debug("source finished pushing")
 			if c == r.main {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -128,9 +129,6 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("domain %s: config: %w", info.Name, err)
 	}
-	if s.plan.Balloon {
-		res.BalloonedPagesSkipped = s.squeeze(ctx, info)
-	}
 	s.main, s.urgent, err = s.transport.dial(ctx, addr)
 	if err != nil {
 		return nil, err
@@ -142,6 +140,10 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	s.main.w = wire.NewWriter(s.main.Conn)
 	s.urgent.w = wire.NewWriter(s.urgent.Conn)
 
+	cancelBalloon := func() {}
+	if s.plan.Balloon {
+		res.BalloonedPagesSkipped, cancelBalloon = s.squeeze(ctx, info)
+	}
 	maxGFN, err := s.hv.MaxGFN(s.dom)
 	if err != nil {
 		return nil, fmt.Errorf("domain %s: %w", info.Name, err)
@@ -157,6 +159,7 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	var paused, logDirty bool
 	undo := func(cause error) error {
 		s.main.w.Write(wire.TypeAbort, abortRecord(cause))
+		cancelBalloon()
 		if logDirty {
 			s.hv.DisableLogDirty(s.dom)
 		}
@@ -450,6 +453,9 @@ func (s *sender) push(ctx context.Context, order *pushOrder, lastFault *atomic.I
 		if err := s.sendPages(ctx, s.main, sc, gfns, 0, "push"); err != nil {
 			return err
 		}
+		// Let the demand server run: Go does not preempt a busy goroutine
+		// for up to 10 ms, which would be a fault's latency.
+		runtime.Gosched()
 	}
 	if ctx.Err() != nil {
 		return nil

@@ -121,9 +121,7 @@ func (t Transport) dialRole(ctx context.Context, addr string, role wire.Role, se
 	if err != nil {
 		return nil, fmt.Errorf("connect %s (%v channel): %w", addr, role, err)
 	}
-	if tc, ok := nc.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
+	tuneSocket(nc)
 	if t.TLS != nil {
 		tc := tls.Client(nc, t.TLS)
 		if err := tc.HandshakeContext(ctx); err != nil {
@@ -161,6 +159,22 @@ func (t Transport) dialRole(ctx context.Context, addr string, role wire.Role, se
 	}
 	c.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// socketBuffer bounds the bytes queued in each direction of a connection.
+// A demanded page that the push already claimed waits behind whatever is
+// queued on the main channel, so the queue is kept short: a few hundred
+// KiB is still several round trips' worth on a LAN.
+const socketBuffer = 256 << 10
+
+// tuneSocket disables Nagle (requests are small and urgent) and bounds the
+// kernel's socket buffers.
+func tuneSocket(nc net.Conn) {
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+		tc.SetWriteBuffer(socketBuffer)
+		tc.SetReadBuffer(socketBuffer)
+	}
 }
 
 // Listener accepts migrations: it pairs each session's main and urgent
@@ -209,9 +223,7 @@ func (l *Listener) acceptLoop() {
 // handshake answers one connection's Hello and files it by role.
 func (l *Listener) handshake(nc net.Conn) {
 	nc.SetDeadline(time.Now().Add(l.transport.dialTimeout()))
-	if tc, ok := nc.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
+	tuneSocket(nc)
 	if l.transport.TLS != nil {
 		tc := tls.Server(nc, l.transport.TLS)
 		if err := tc.Handshake(); err != nil {

@@ -65,6 +65,8 @@ func (f *planFlags) apply(a *app) error {
 // guestFlags describe the simulated guest a command boots.
 type guestFlags struct {
 	memory, used, workload string
+	workingSet             string
+	writePercent           int
 	vcpus                  int
 	seed                   uint64
 	rate                   float64
@@ -76,6 +78,8 @@ func (f *guestFlags) register(fs *pflag.FlagSet, prefix string, run, warmup time
 	fs.StringVar(&f.used, prefix+"used", "", "memory in use at boot (default: sim.guest.used)")
 	fs.StringVar(&f.workload, prefix+"workload", "", "workload: idle, stress, kcompile, web, qsort (default: sim.guest.workload)")
 	fs.IntVar(&f.vcpus, prefix+"vcpus", 0, "vCPUs (default: sim.guest.vcpus)")
+	fs.StringVar(&f.workingSet, prefix+"working-set", "", "memory the workload works on, e.g. 512MiB (default: the workload's own)")
+	fs.IntVar(&f.writePercent, prefix+"write-percent", -1, "share of stress accesses that write, 0-100 (default: the workload's own)")
 	fs.Uint64Var(&f.seed, prefix+"seed", 0, "workload seed (default: sim.guest.seed)")
 	fs.Float64Var(&f.rate, prefix+"rate", 0, "steps per second per vCPU (default: the workload's own pace)")
 	fs.DurationVar(&f.run, prefix+"run", run, "how long the guest runs in all, at its pace, before it stops and its memory is checked (0: forever, no check)")
@@ -117,6 +121,16 @@ func (f *guestFlags) spec(a *app, name string) (sim.GuestSpec, error) {
 	}
 	if f.rate > 0 {
 		spec.Workload.Rate = f.rate
+	}
+	if f.workingSet != "" {
+		var ws conf.Size
+		if err := ws.UnmarshalText([]byte(f.workingSet)); err != nil {
+			return spec, withCode(exitUsage, fmt.Errorf("--working-set: %w", err))
+		}
+		spec.Workload.WorkingSet = ws.Pages()
+	}
+	if f.writePercent >= 0 {
+		spec.Workload.WritePercent = f.writePercent
 	}
 	if f.run > 0 {
 		spec.StopAt = uint64(spec.Workload.Rate * f.run.Seconds())

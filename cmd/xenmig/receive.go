@@ -25,7 +25,7 @@ type receiveEvent struct {
 
 func newReceiveCommand(a *app) *cobra.Command {
 	var listen string
-	var serve, asJSON bool
+	var serve, asJSON, discard bool
 	cmd := &cobra.Command{
 		Use:   "receive",
 		Short: "Accept incoming migrations onto this host",
@@ -82,6 +82,11 @@ on port 0 and learn the port.`,
 					a.log.WithError(err).Error("incoming migration failed; still listening")
 					continue
 				}
+				if discard {
+					if err := hv.Destroy(inc.Domain); err != nil {
+						a.log.WithError(err).Warn("could not destroy the received domain")
+					}
+				}
 				emit(receiveEvent{Event: "received", Domain: inc.Name, DomID: uint32(inc.Domain), Mode: string(inc.Mode), Pages: inc.Pages, Digest: inc.Digest})
 				a.log.WithFields(map[string]any{"domain": inc.Name, "domid": inc.Domain}).Info("domain received")
 				if !serve {
@@ -93,5 +98,6 @@ on port 0 and learn the port.`,
 	cmd.Flags().StringVarP(&listen, "listen", "l", "", "address to listen on (default: receiver.listen, :8002)")
 	cmd.Flags().BoolVar(&serve, "serve", false, "accept migrations one after another (default: receiver.serve)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print events as JSON lines on standard output")
+	cmd.Flags().BoolVar(&discard, "discard", false, "destroy each domain once received (benchmarks)")
 	return cmd
 }

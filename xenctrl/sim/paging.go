@@ -242,10 +242,12 @@ func (p *pager) Load(g hypervisor.GFN, page []byte) error {
 	for {
 		switch st := d.mem.state(g); st {
 		case stPaged, stPagingIn:
-			if !copied {
+			// An evicted frame was dropped and reads as zeroes: a zero
+			// page needs no copy (and the host no memory for it).
+			if !copied && !isZero(page) {
 				copy(d.mem.page(g), page)
-				copied = true
 			}
+			copied = true
 			if d.mem.cas(g, st, stRAM) {
 				return nil
 			}

@@ -1,0 +1,306 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/xenmig/xenmig/conf"
+	"github.com/xenmig/xenmig/internal/benchreport"
+	"github.com/xenmig/xenmig/internal/netlab"
+	"github.com/xenmig/xenmig/xenmig"
+)
+
+// benchMethod is one row of the matrix: a mode and its push order.
+type benchMethod struct{ mode, push string }
+
+// benchWorkload is one column: a simulated workload and its parameters.
+type benchWorkload struct {
+	name, kind   string
+	workingSet   string // "" for the workload's default
+	writePercent int    // -1 for the workload's default
+}
+
+// benchMatrix is what `xenmig bench` runs.
+type benchMatrix struct {
+	methods   []benchMethod
+	workloads []benchWorkload
+	sizes     []conf.Size
+	reps      int
+}
+
+func fullMatrix(reps int) benchMatrix {
+	return benchMatrix{
+		methods: []benchMethod{{"precopy", ""}, {"postcopy", "demand"}, {"postcopy", "sequential"},
+			{"postcopy", "prepaging"}, {"hybrid", "prepaging"}, {"hybrid", "workingset"}},
+		workloads: []benchWorkload{{"idle", "idle", "", -1}, {"kcompile", "kcompile", "", -1},
+			{"web", "web", "", -1}, {"stress-512MiB-write", "stress", "512MiB", 100}},
+		sizes: []conf.Size{512 * conf.MiB, 2 * conf.GiB},
+		reps:  reps,
+	}
+}
+
+func quickMatrix() benchMatrix {
+	return benchMatrix{
+		methods:   []benchMethod{{"precopy", ""}, {"postcopy", "prepaging"}},
+		workloads: []benchWorkload{{"stress-128MiB-write", "stress", "128MiB", 100}},
+		sizes:     []conf.Size{256 * conf.MiB},
+		reps:      1,
+	}
+}
+
+func newBenchCommand(a *app) *cobra.Command {
+	var quick, asJSON bool
+	var rate, delay, out string
+	var reps int
+	var warmup time.Duration
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Benchmark every migration mode on a shaped Gigabit link between two network namespaces",
+		Long: `Create two network namespaces joined by a veth pair shaped with tc tbf (the
+paper's Gigabit LAN: bench.rate, 1gbit, and bench.delay), run a simulated
+destination host in one and, in the other, one migration per cell of the
+matrix: modes {pre-copy, post-copy demand only, post-copy sequential push,
+post-copy pre-paging, hybrid, hybrid working-set-ordered} x workloads {idle,
+kernel compile, web server, write stress over a 512 MiB working set} x guest
+sizes {512 MiB, 2 GiB}, bench.repetitions times each.
+
+It prints per cell the total time beside the physical floor (bytes that must
+move / link rate), downtime, pages sent, network faults, fault latency p50/p99
+and workload degradation, and writes results.csv and SVG charts to bench.out.
+Namespaces and processes are removed at the end, on failure and on Ctrl-C.
+It needs root (network namespaces and tc).
+
+--quick runs a reduced matrix in under a minute: 256 MiB guests, one
+repetition, post-copy with pre-paging against pre-copy on write stress.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b := a.cfg.Bench
+			for _, f := range []struct {
+				name, val string
+				dst       interface{ UnmarshalText([]byte) error }
+			}{{"rate", rate, &b.Rate}, {"delay", delay, &b.Delay}} {
+				if f.val != "" {
+					if err := f.dst.UnmarshalText([]byte(f.val)); err != nil {
+						return withCode(exitUsage, fmt.Errorf("--%s: %w", f.name, err))
+					}
+				}
+			}
+			if reps > 0 {
+				b.Repetitions = reps
+			}
+			if out != "" {
+				b.Out = out
+			}
+			m := fullMatrix(b.Repetitions)
+			if quick {
+				m = quickMatrix()
+			}
+			return a.bench(cmd.Context(), b, m, warmup, asJSON)
+		},
+	}
+	cmd.Flags().BoolVar(&quick, "quick", false, "the reduced matrix (256 MiB, one repetition, post-copy vs pre-copy on write stress)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per cell (the migration JSON's keys, averaged, plus rate_bps and floor_ms)")
+	cmd.Flags().StringVar(&rate, "rate", "", `link rate, e.g. "1gbit"; "0" for an unshaped link (default: bench.rate)`)
+	cmd.Flags().StringVar(&delay, "delay", "", `added one-way delay, e.g. "1ms" (default: bench.delay)`)
+	cmd.Flags().IntVar(&reps, "reps", 0, "repetitions per cell (default: bench.repetitions)")
+	cmd.Flags().StringVar(&out, "out", "", "directory for results.csv and the charts (default: bench.out)")
+	cmd.Flags().DurationVar(&warmup, "warmup", 2*time.Second, "how long each guest runs before its migration")
+	return cmd
+}
+
+func (a *app) bench(ctx context.Context, b conf.BenchConfig, m benchMatrix, warmup time.Duration, asJSON bool) error {
+	self, err := os.Executable()
+	if err != nil {
+		return withCode(exitFailure, err)
+	}
+	if _, err := netlab.RemoveStale(ctx, netlab.DefaultPrefix); err != nil {
+		a.log.WithError(err).Warn("could not remove namespaces left by an earlier run")
+	}
+	lab, err := netlab.New(ctx, netlab.WithRate(b.Rate.BitsPerSecond()), netlab.WithDelay(b.Delay.Duration()))
+	if err != nil {
+		if errors.Is(err, netlab.ErrPermission) {
+			return withCode(exitUnsupported, fmt.Errorf("%w\n(xenmig bench creates network namespaces and tc qdiscs: run it as root)", err))
+		}
+		return withCode(exitUnsupported, err)
+	}
+	defer lab.Close()
+	a.log.WithFields(map[string]any{"rate_bps": b.Rate.BitsPerSecond(), "delay": b.Delay.Duration(),
+		"a": lab.Addr(netlab.A), "b": lab.Addr(netlab.B)}).Info("shaped link ready")
+
+	dest := lab.Addr(netlab.B) + ":8002"
+	recv := lab.Command(ctx, netlab.B, self, "--backend", "sim", "--insecure-plaintext", "--log-level", "error",
+		"receive", "--listen", dest, "--serve", "--discard", "--json")
+	recv.Stderr = os.Stderr
+	recvOut, err := recv.StdoutPipe()
+	if err != nil {
+		return withCode(exitFailure, err)
+	}
+	if err := recv.Start(); err != nil {
+		return withCode(exitFailure, fmt.Errorf("start the destination host: %w", err))
+	}
+	defer func() { recv.Process.Kill(); recv.Wait() }()
+	go func() { // the receiver's events are not needed; keep its pipe drained
+		buf := make([]byte, 4096)
+		for {
+			if _, err := recvOut.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+
+	if err := os.MkdirAll(b.Out, 0o755); err != nil {
+		return withCode(exitFailure, fmt.Errorf("bench.out: %w", err))
+	}
+	var cells []benchreport.Cell
+	var objs []map[string]any
+	total := len(m.methods) * len(m.workloads) * len(m.sizes) * m.reps
+	n := 0
+	for _, size := range m.sizes {
+		for _, w := range m.workloads {
+			for _, meth := range m.methods {
+				key := benchreport.Key{Mode: meth.mode, Push: meth.push, Workload: w.name, GuestBytes: size.Bytes()}
+				var runs []benchreport.Run
+				var results []*xenmig.Result
+				for rep := 0; rep < m.reps; rep++ {
+					n++
+					a.log.WithFields(map[string]any{"cell": key.Label(), "size": size, "rep": rep + 1, "of": fmt.Sprintf("%d/%d", n, total)}).Info("migrating")
+					res, err := a.benchRun(ctx, lab, self, dest, meth, w, size, warmup)
+					if err != nil {
+						if ctx.Err() != nil {
+							return withCode(exitFailure, ctx.Err())
+						}
+						return withCode(exitFailure, fmt.Errorf("%s, %s guest, repetition %d: %w", key.Label(), size, rep+1, err))
+					}
+					results = append(results, res)
+					runs = append(runs, benchreport.Run{TotalMS: res.TotalMS, DowntimeMS: res.DowntimeMS, PagesOwned: res.PagesOwned,
+						PagesSent: res.PagesSent, BytesSent: res.BytesSent, NetworkFaults: res.NetworkFaults,
+						FaultP50US: res.FaultP50US, FaultP99US: res.FaultP99US, OpsBefore: res.OpsBefore, OpsDuring: res.OpsDuring})
+				}
+				cell, err := benchreport.Aggregate(key, b.Rate.BitsPerSecond(), runs)
+				if err != nil {
+					return withCode(exitFailure, err)
+				}
+				cells = append(cells, cell)
+				objs = append(objs, cellObject(cell, results))
+			}
+		}
+	}
+	if err := writeBenchFiles(b.Out, cells); err != nil {
+		return withCode(exitFailure, err)
+	}
+	if asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		for _, o := range objs {
+			if err := enc.Encode(o); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := benchreport.WriteTable(os.Stdout, cells); err != nil {
+		return err
+	}
+	fmt.Printf("\nCSV and charts in %s\n", b.Out)
+	return nil
+}
+
+// benchRun runs one migration in namespace A and returns its result.
+func (a *app) benchRun(ctx context.Context, lab *netlab.Lab, self, dest string, meth benchMethod, w benchWorkload, size conf.Size, warmup time.Duration) (*xenmig.Result, error) {
+	args := []string{"--backend", "sim", "--insecure-plaintext", "--log-level", "error"}
+	if a.configPath != "" {
+		args = append(args, "--config", a.configPath)
+	}
+	args = append(args, "migrate", "bench", dest, "--json", "--mode", meth.mode,
+		"--sim-size", size.String(), "--sim-workload", w.kind, "--sim-warmup", warmup.String())
+	if meth.push != "" {
+		args = append(args, "--push", meth.push)
+	}
+	if w.workingSet != "" {
+		args = append(args, "--sim-working-set", w.workingSet)
+	}
+	if w.writePercent >= 0 {
+		args = append(args, "--sim-write-percent", fmt.Sprint(w.writePercent))
+	}
+	var stdout, stderr bytes.Buffer
+	c := lab.Command(ctx, netlab.A, self, args...)
+	c.Stdout, c.Stderr = &stdout, &stderr
+	if err := c.Run(); err != nil {
+		return nil, fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	var res xenmig.Result
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		return nil, fmt.Errorf("decode the migration's JSON: %w", err)
+	}
+	return &res, nil
+}
+
+// cellObject is a cell as one JSON object: the migration JSON's keys,
+// numbers averaged over the repetitions, plus the link rate and the floor.
+func cellObject(c benchreport.Cell, results []*xenmig.Result) map[string]any {
+	obj := map[string]any{}
+	counts := map[string]int{}
+	for _, r := range results {
+		b, _ := json.Marshal(r)
+		var m map[string]any
+		json.Unmarshal(b, &m)
+		for k, v := range m {
+			switch v := v.(type) {
+			case float64:
+				sum, _ := obj[k].(float64)
+				obj[k] = sum + v
+				counts[k]++
+			default:
+				if _, ok := obj[k]; !ok {
+					obj[k] = v
+				}
+			}
+		}
+	}
+	for k, n := range counts {
+		obj[k] = obj[k].(float64) / float64(n)
+	}
+	obj["workload"] = c.Workload
+	obj["guest_bytes"] = c.GuestBytes
+	obj["reps"] = c.Reps
+	obj["rate_bps"] = c.RateBPS
+	obj["floor_ms"] = c.FloorMS
+	return obj
+}
+
+// writeBenchFiles writes results.csv and the charts into dir.
+func writeBenchFiles(dir string, cells []benchreport.Cell) error {
+	f, err := os.Create(filepath.Join(dir, "results.csv"))
+	if err != nil {
+		return err
+	}
+	if err := benchreport.WriteCSV(f, cells); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	for _, ch := range benchreport.Charts(cells) {
+		f, err := os.Create(filepath.Join(dir, ch.Name+".svg"))
+		if err != nil {
+			return err
+		}
+		if err := benchreport.WriteSVG(f, ch); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

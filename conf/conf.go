@@ -237,7 +237,7 @@ func Default() Config {
 			Mode:                  ModePostcopy,
 			Push:                  PushPrepaging,
 			Pivots:                7,
-			BatchPages:            256,
+			BatchPages:            64,
 			Bandwidth:             0,
 			PrecopyMaxRounds:      5,
 			PrecopyDirtyThreshold: 50,

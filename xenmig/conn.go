@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync/atomic"
+	"time"
 )
 
 // countingConn counts the bytes written through it.
@@ -23,4 +24,53 @@ func (c countingConn) Write(b []byte) (int, error) {
 // cleanly by the peer.
 func isClosed(err error) bool {
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF)
+}
+
+// queueBudget is how long a page the push has already claimed may wait
+// behind bulk data queued for the main connection. A demanded page claimed by
+// the push travels on the main channel, so this bounds its extra latency.
+const queueBudget = 250 * time.Microsecond
+
+// Bounds of the main channel's send buffer.
+const (
+	minSendBuffer = 16 << 10
+	maxSendBuffer = 8 << 20
+)
+
+// sendQueue sizes the main connection's send buffer to queueBudget at the
+// rate the link is measured to carry: about 30 KiB on a Gigabit link, a few
+// MiB on loopback. A buffer too small for the link raises the rate it
+// measures, so it grows until the link, not the buffer, is the limit.
+type sendQueue struct {
+	tcp   *net.TCPConn
+	since time.Time
+	bytes int
+	size  int
+}
+
+func newSendQueue(tcp *net.TCPConn) *sendQueue {
+	q := &sendQueue{tcp: tcp, since: time.Now(), size: 64 << 10}
+	if tcp != nil {
+		tcp.SetWriteBuffer(q.size)
+	}
+	return q
+}
+
+// sent records n bytes written and resizes the buffer every 20 ms.
+func (q *sendQueue) sent(n int) {
+	if q.tcp == nil {
+		return
+	}
+	q.bytes += n
+	el := time.Since(q.since)
+	if el < 20*time.Millisecond {
+		return
+	}
+	want := int(float64(q.bytes) / el.Seconds() * queueBudget.Seconds())
+	want = min(max(want, minSendBuffer), maxSendBuffer)
+	if want > q.size*5/4 || want < q.size*3/4 {
+		q.tcp.SetWriteBuffer(want)
+		q.size = want
+	}
+	q.since, q.bytes = time.Now(), 0
 }

@@ -79,7 +79,7 @@ func DefaultPlan() Plan {
 		Mode:                  PostCopy,
 		Push:                  PushPrepaging,
 		Pivots:                7,
-		BatchPages:            256,
+		BatchPages:            64,
 		PrecopyMaxRounds:      5,
 		PrecopyDirtyThreshold: 50,
 		PrecopyMaxFactor:      3,

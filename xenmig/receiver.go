@@ -406,9 +406,7 @@ func (r *receiver) measureGuest(rep *receiverReport, opsStart uint64, goAt, comp
 	if err != nil {
 		return
 	}
-	if d := completeAt.Sub(goAt); d > 0 {
-		rep.OpsDuring = float64(p.Ops-opsStart) / d.Seconds()
-	}
+	rep.DuringOps, rep.DuringMS = p.Ops-opsStart, ms(completeAt.Sub(goAt))
 	for _, b := range p.Blocked {
 		rep.VCPUBlockedMS = append(rep.VCPUBlockedMS, ms(time.Duration(b)))
 	}

@@ -41,8 +41,9 @@ type Result struct {
 	VCPUBlockedMS []float64 `json:"vcpu_blocked_ms,omitempty"`
 
 	// Workload throughput in operations per second, where the backend can
-	// see it (the simulator): before the migration, while memory was still
-	// moving, and after it completed.
+	// see it (the simulator): before the migration (a short sample), while
+	// memory was moving with the guest running (pre-copy rounds on the
+	// source, post-copy on the destination; downtime excluded), and after.
 	OpsBefore float64 `json:"ops_before,omitempty"`
 	OpsDuring float64 `json:"ops_during,omitempty"`
 	OpsAfter  float64 `json:"ops_after,omitempty"`
@@ -63,7 +64,8 @@ type receiverReport struct {
 	FaultP50US    float64   `json:"fault_p50_us"`
 	FaultP99US    float64   `json:"fault_p99_us"`
 	VCPUBlockedMS []float64 `json:"vcpu_blocked_ms,omitempty"`
-	OpsDuring     float64   `json:"ops_during,omitempty"`
+	DuringOps     uint64    `json:"during_ops,omitempty"` // guest operations between go and complete
+	DuringMS      float64   `json:"during_ms,omitempty"`
 	OpsAfter      float64   `json:"ops_after,omitempty"`
 }
 

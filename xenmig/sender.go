@@ -105,7 +105,6 @@ func Migrate(ctx context.Context, hv hypervisor.Hypervisor, dom hypervisor.DomID
 }
 
 func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
-	s.start = time.Now()
 	info, err := s.hv.Info(s.dom)
 	if err != nil {
 		return nil, fmt.Errorf("domain %d: %w", s.dom, err)
@@ -121,6 +120,8 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	if s.plan.Mode != PreCopy {
 		res.Push = s.plan.Push
 	}
+	res.OpsBefore = s.sampleOps(ctx)
+	s.start = time.Now()
 	stopProgress := s.reportProgress()
 	defer stopProgress()
 
@@ -153,7 +154,6 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	}
 	s.ownedSeen = newClaimSet(uint64(maxGFN) + 1)
 	res.GuestPages = s.populated.Count()
-	opsStart, haveOps := s.ops()
 
 	// Until the switchover, every failure lands here and resumes the domain.
 	var paused, logDirty bool
@@ -190,6 +190,8 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 
 	// Pre-copy rounds while the guest runs.
 	var heat []uint8 // rounds each gfn was seen dirty, for the working-set push
+	var roundsStart time.Time
+	var roundsOps uint64
 	var dirty *hypervisor.Bitmap
 	if s.plan.Mode != PostCopy {
 		if err := s.hv.EnableLogDirty(s.dom); err != nil {
@@ -199,6 +201,8 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 		if s.plan.Push == PushWorkingSet {
 			heat = make([]uint8, uint64(maxGFN)+1)
 		}
+		roundsStart = time.Now()
+		roundsOps, _ = s.ops()
 		dirty, res.PrecopyRounds, err = s.precopy(ctx, heat)
 		if err != nil {
 			return nil, undo(err)
@@ -210,10 +214,10 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	}
 	paused = true
 	pausedAt := time.Now()
-	if haveOps {
-		if now, ok := s.ops(); ok && pausedAt.Sub(s.start) > 0 {
-			res.OpsBefore = float64(now-opsStart) / pausedAt.Sub(s.start).Seconds()
-		}
+	var srcOps uint64 // guest work done on the source while memory moved
+	var srcDur time.Duration
+	if now, ok := s.ops(); ok && !roundsStart.IsZero() {
+		srcOps, srcDur = now-roundsOps, pausedAt.Sub(roundsStart)
 	}
 	s.log.Info("domain paused")
 
@@ -298,6 +302,9 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 		s.log.WithError(err).Warn("could not tell the destination we finished")
 	}
 	s.fill(res, rep)
+	if d := srcDur + time.Duration(rep.DuringMS*float64(time.Millisecond)); d > 0 && res.OpsBefore > 0 {
+		res.OpsDuring = float64(srcOps+rep.DuringOps) / d.Seconds()
+	}
 	if s.plan.ReportGuest {
 		s.guestReport(res)
 	}
@@ -319,7 +326,7 @@ func (s *sender) fill(res *Result, rep receiverReport) {
 	res.NetworkFaults, res.LocalFaults = rep.NetworkFaults, rep.LocalFaults
 	res.FaultP50US, res.FaultP99US = rep.FaultP50US, rep.FaultP99US
 	res.VCPUBlockedMS = rep.VCPUBlockedMS
-	res.OpsDuring, res.OpsAfter = rep.OpsDuring, rep.OpsAfter
+	res.OpsAfter = rep.OpsAfter
 }
 
 // guestReport waits for the destination's word on a simulated guest's final
@@ -434,6 +441,7 @@ func (s *sender) postcopy(ctx context.Context, owed *hypervisor.Bitmap, heat []u
 // push sends every unclaimed gfn, in the order's sequence.
 func (s *sender) push(ctx context.Context, order *pushOrder, lastFault *atomic.Int64) error {
 	sc := newScratch(s.plan.BatchPages)
+	queue := newSendQueue(s.main.tcp)
 	if s.plan.Push == PushDemand {
 		// Demand paging alone never completes; once the guest has gone
 		// DemandIdle without a fault, send the rest in order.
@@ -453,6 +461,7 @@ func (s *sender) push(ctx context.Context, order *pushOrder, lastFault *atomic.I
 		if err := s.sendPages(ctx, s.main, sc, gfns, 0, "push"); err != nil {
 			return err
 		}
+		queue.sent(sc.wrote)
 		// Let the demand server run: Go does not preempt a busy goroutine
 		// for up to 10 ms, which would be a fault's latency.
 		runtime.Gosched()
@@ -528,6 +537,7 @@ type scratch struct {
 	pages []byte
 	hdr   []byte
 	zero  []bool
+	wrote int // bytes of the last record sent
 }
 
 func newScratch(batch int) *scratch {
@@ -564,12 +574,31 @@ func (s *sender) sendPages(ctx context.Context, c *conn, sc *scratch, gfns []hyp
 	if err := c.w.Write(wire.TypePages, sc.hdr, data); err != nil {
 		return fmt.Errorf("send %s pages: %w", phase, err)
 	}
+	sc.wrote = len(sc.hdr) + len(data) + wire.HeaderSize
 	n := uint64(len(data) / hypervisor.PageSize)
 	s.counter.add(&s.counter.phasePages, phase, n)
-	s.counter.add(&s.counter.phaseBytes, phase, uint64(len(sc.hdr)+len(data)+wire.HeaderSize))
+	s.counter.add(&s.counter.phaseBytes, phase, uint64(sc.wrote))
 	s.counter.zero.Add(uint64(len(gfns)) - n)
 	s.progress.done.Add(uint64(len(gfns)))
 	return nil
+}
+
+// sampleOps measures the guest's throughput before the migration starts,
+// over a short window, when the backend can see it.
+func (s *sender) sampleOps(ctx context.Context) float64 {
+	const window = 250 * time.Millisecond
+	a, ok := s.ops()
+	if !ok {
+		return 0
+	}
+	t := time.Now()
+	select {
+	case <-ctx.Done():
+		return 0
+	case <-time.After(window):
+	}
+	b, _ := s.ops()
+	return float64(b-a) / time.Since(t).Seconds()
 }
 
 // ops returns the guest's operation counter, when the backend can see it.

@@ -6,7 +6,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -30,12 +32,13 @@ var (
 // writer.
 type conn struct {
 	net.Conn
-	r *wire.Reader
-	w *wire.Writer
+	tcp *net.TCPConn // the socket under TLS, for its buffer sizes
+	r   *wire.Reader
+	w   *wire.Writer
 }
 
-func newConn(c net.Conn) *conn {
-	return &conn{Conn: c, r: wire.NewReader(c), w: wire.NewWriter(c)}
+func newConn(c net.Conn, tcp *net.TCPConn) *conn {
+	return &conn{Conn: c, tcp: tcp, r: wire.NewReader(c), w: wire.NewWriter(c)}
 }
 
 // expect reads the next record and requires it to be of type t. An Abort
@@ -121,7 +124,7 @@ func (t Transport) dialRole(ctx context.Context, addr string, role wire.Role, se
 	if err != nil {
 		return nil, fmt.Errorf("connect %s (%v channel): %w", addr, role, err)
 	}
-	tuneSocket(nc)
+	tcp := tuneSocket(nc)
 	if t.TLS != nil {
 		tc := tls.Client(nc, t.TLS)
 		if err := tc.HandshakeContext(ctx); err != nil {
@@ -130,7 +133,7 @@ func (t Transport) dialRole(ctx context.Context, addr string, role wire.Role, se
 		}
 		nc = tc
 	}
-	c := newConn(nc)
+	c := newConn(nc, tcp)
 	deadline, _ := ctx.Deadline()
 	c.SetDeadline(deadline)
 	if err := c.w.Write(wire.TypeHello, wire.Hello{Version: wire.Version, Role: role, Session: session}.Marshal()); err != nil {
@@ -161,20 +164,28 @@ func (t Transport) dialRole(ctx context.Context, addr string, role wire.Role, se
 	return c, nil
 }
 
-// socketBuffer bounds the bytes queued in each direction of a connection.
-// A demanded page that the push already claimed waits behind whatever is
-// queued on the main channel, so the queue is kept short: a few hundred
-// KiB is still several round trips' worth on a LAN.
+// socketBuffer is the kernel buffer of each direction of a connection at the
+// start; the main channel's send buffer then follows the link (sendQueue).
 const socketBuffer = 256 << 10
 
-// tuneSocket disables Nagle (requests are small and urgent) and bounds the
-// kernel's socket buffers.
-func tuneSocket(nc net.Conn) {
-	if tc, ok := nc.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-		tc.SetWriteBuffer(socketBuffer)
-		tc.SetReadBuffer(socketBuffer)
+// tuneSocket disables Nagle (requests are small and urgent), sets the
+// buffers, and returns the TCP socket.
+func tuneSocket(nc net.Conn) *net.TCPConn {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return nil
 	}
+	tc.SetNoDelay(true)
+	if os.Getenv("XENMIG_CC") != "" {
+		if raw, err := tc.SyscallConn(); err == nil {
+			raw.Control(func(fd uintptr) {
+				unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, os.Getenv("XENMIG_CC"))
+			})
+		}
+	}
+	tc.SetWriteBuffer(socketBuffer)
+	tc.SetReadBuffer(socketBuffer)
+	return tc
 }
 
 // Listener accepts migrations: it pairs each session's main and urgent
@@ -223,7 +234,7 @@ func (l *Listener) acceptLoop() {
 // handshake answers one connection's Hello and files it by role.
 func (l *Listener) handshake(nc net.Conn) {
 	nc.SetDeadline(time.Now().Add(l.transport.dialTimeout()))
-	tuneSocket(nc)
+	tcp := tuneSocket(nc)
 	if l.transport.TLS != nil {
 		tc := tls.Server(nc, l.transport.TLS)
 		if err := tc.Handshake(); err != nil {
@@ -232,7 +243,7 @@ func (l *Listener) handshake(nc net.Conn) {
 		}
 		nc = tc
 	}
-	c := newConn(nc)
+	c := newConn(nc, tcp)
 	body, err := c.expect(wire.TypeHello)
 	if err != nil {
 		c.Close()

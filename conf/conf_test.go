@@ -47,7 +47,7 @@ func TestDefault(t *testing.T) {
 		{"migration.mode", c.Migration.Mode, ModePostcopy},
 		{"migration.push", c.Migration.Push, PushPrepaging},
 		{"migration.pivots", c.Migration.Pivots, 7},
-		{"migration.batch_pages", c.Migration.BatchPages, 256},
+		{"migration.batch_pages", c.Migration.BatchPages, 64},
 		{"migration.bandwidth", c.Migration.Bandwidth, Rate(0)},
 		{"migration.precopy_max_rounds", c.Migration.PrecopyMaxRounds, 5},
 		{"migration.precopy_dirty_threshold", c.Migration.PrecopyDirtyThreshold, 50},

@@ -19,6 +19,8 @@ import (
 // steps per vCPU.
 func guest(name string, kind sim.Kind, steps uint64) sim.GuestSpec {
 	const pages = 8192 // 32 MiB
+	w := sim.DefaultWorkload(kind, pages)
+	w.Rate = float64(steps) / 0.6 // a run of about 0.6 s: long enough to migrate in the middle of it
 	return sim.GuestSpec{
 		Name:        name,
 		VCPUs:       2,
@@ -27,7 +29,7 @@ func guest(name string, kind sim.Kind, steps uint64) sim.GuestSpec {
 		UsedPages:   3000,
 		Seed:        7,
 		StopAt:      steps,
-		Workload:    sim.DefaultWorkload(kind, pages),
+		Workload:    w,
 	}
 }
 
@@ -119,6 +121,7 @@ func plan(mode xenmig.Mode, push xenmig.Push) xenmig.Plan {
 	p.Mode, p.Push = mode, push
 	p.ReportGuest = true
 	p.DemandIdle = 50 * time.Millisecond
+	p.ThroughputSample = 20 * time.Millisecond
 	return p
 }
 
@@ -146,7 +149,7 @@ func TestMigrateDigest(t *testing.T) {
 				dst := receiveOne(t, xenmig.Transport{})
 				src := sim.NewHost()
 				defer src.Close()
-				dom := boot(t, src, spec, 500)
+				dom := boot(t, src, spec, 1000)
 				res, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, pc.plan)
 				if err != nil {
 					t.Fatalf("Migrate() = %v", err)
@@ -178,8 +181,7 @@ func TestMigrateDigest(t *testing.T) {
 // arrived, and every fault is served (the migration completes and its
 // memory is right).
 func TestPostCopyServesFaults(t *testing.T) {
-	spec := guest("busy", sim.Stress, 20000)
-	spec.Workload.Rate = 0 // unpaced: as busy as it gets
+	spec := guest("busy", sim.Stress, 60000) // 100k steps/s per vCPU
 	dst := receiveOne(t, xenmig.Transport{})
 	src := sim.NewHost()
 	defer src.Close()
@@ -192,7 +194,7 @@ func TestPostCopyServesFaults(t *testing.T) {
 	}
 	dst.wait(t)
 	if res.NetworkFaults == 0 {
-		t.Errorf("network_faults = 0, want > 0 for an unpaced stress guest behind a 20 MiB/s link")
+		t.Errorf("network_faults = 0, want > 0 for a busy stress guest behind a 20 MiB/s link")
 	}
 	if res.FaultP50US <= 0 || res.FaultP99US < res.FaultP50US {
 		t.Errorf("fault latency p50 %v p99 %v, want 0 < p50 <= p99", res.FaultP50US, res.FaultP99US)

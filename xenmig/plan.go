@@ -68,6 +68,10 @@ type Plan struct {
 	// copy, waiting at most BalloonWait for its answer.
 	Balloon     bool
 	BalloonWait time.Duration
+	// ThroughputSample is how long the sender watches the guest's
+	// throughput before it starts, where the backend can see it (0: not at
+	// all). It is not part of the migration's measured time.
+	ThroughputSample time.Duration
 	// ReportGuest asks the receiver to wait until a simulated guest has run
 	// to its end and report its memory digest.
 	ReportGuest bool
@@ -86,6 +90,7 @@ func DefaultPlan() Plan {
 		HybridRounds:          2,
 		DemandIdle:            time.Second,
 		BalloonWait:           10 * time.Second,
+		ThroughputSample:      250 * time.Millisecond,
 	}
 }
 

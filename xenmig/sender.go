@@ -586,9 +586,9 @@ func (s *sender) sendPages(ctx context.Context, c *conn, sc *scratch, gfns []hyp
 // sampleOps measures the guest's throughput before the migration starts,
 // over a short window, when the backend can see it.
 func (s *sender) sampleOps(ctx context.Context) float64 {
-	const window = 250 * time.Millisecond
+	window := s.plan.ThroughputSample
 	a, ok := s.ops()
-	if !ok {
+	if !ok || window <= 0 {
 		return 0
 	}
 	t := time.Now()

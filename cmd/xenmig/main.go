@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -67,17 +68,23 @@ type app struct {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCommand().ExecuteContext(ctx)
+	cmd, err := newRootCommand().ExecuteContextC(ctx)
 	stop()
 	if err == nil {
 		os.Exit(exitOK)
 	}
 	fmt.Fprintln(os.Stderr, "xenmig:", err)
+	code := exitUsage // cobra's own errors: unknown flags and commands
 	var ee *exitError
 	if errors.As(err, &ee) {
-		os.Exit(ee.code)
+		code = ee.code
 	}
-	os.Exit(exitUsage) // cobra's own errors: unknown flags and commands
+	// A script that asked for JSON gets an object on failure too (a digest
+	// mismatch has already printed its result).
+	if f := cmd.Flags().Lookup("json"); f != nil && f.Value.String() == "true" && code != exitDigest {
+		json.NewEncoder(os.Stdout).Encode(failureReport{Error: err.Error(), ExitCode: code})
+	}
+	os.Exit(code)
 }
 
 func newRootCommand() *cobra.Command {

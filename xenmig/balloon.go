@@ -9,32 +9,31 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/xenmig/xenmig/hypervisor"
 	"github.com/xenmig/xenmig/pvdriver"
 )
 
 // squeeze asks the guest's self-ballooning agent (xenmig-balloond) to give
-// its free memory back to Xen before the copy, as docs/BALLOON.md describes,
-// and returns how many gfns the guest released. A guest without the agent,
+// its free memory back to Xen before the copy, as docs/BALLOON.md describes.
+// A guest without the agent,
 // or one that does not answer within the plan's BalloonWait, migrates as it
 // is. The returned cancel tells the agent to grow back if the migration is
 // abandoned.
-func (s *sender) squeeze(ctx context.Context, info hypervisor.DomainInfo) (released uint64, cancel func()) {
+func (s *sender) squeeze(ctx context.Context) (cancel func()) {
 	cancel = func() {}
 	log := s.log.WithField("phase", "balloon")
 	home, err := s.hv.DomainPath(s.dom)
 	if err != nil {
 		log.WithError(err).Warn("no xenstore home for the domain; migrating without ballooning")
-		return 0, cancel
+		return cancel
 	}
 	key := func(k string) string { return home + "/" + k }
 	if _, err := s.hv.StoreRead(key(pvdriver.KeyVersion)); err != nil {
 		log.Info("no self-ballooning agent in the guest; migrating without ballooning")
-		return 0, cancel
+		return cancel
 	}
 	if st, _ := s.hv.StoreRead(key(pvdriver.KeyState)); st == pvdriver.StateStopped {
 		log.Info("the guest's self-ballooning agent is stopped; migrating without ballooning")
-		return 0, cancel
+		return cancel
 	}
 	var tok [8]byte
 	rand.Read(tok[:])
@@ -46,13 +45,17 @@ func (s *sender) squeeze(ctx context.Context, info hypervisor.DomainInfo) (relea
 	events, err := s.hv.StoreWatch(wctx, key(pvdriver.KeyAck))
 	if err != nil {
 		log.WithError(err).Warn("cannot watch the agent's answer; migrating without ballooning")
-		return 0, cancel
+		return cancel
 	}
-	before := info.TotPages
+	before, err := s.hv.Info(s.dom)
+	if err != nil {
+		log.WithError(err).Warn("migrating without ballooning")
+		return cancel
+	}
 	start := time.Now()
 	if err := s.hv.StoreWrite(key(pvdriver.ControlKey), want); err != nil {
 		log.WithError(err).Warn("cannot ask the agent to squeeze; migrating without ballooning")
-		return 0, cancel
+		return cancel
 	}
 	cancel = func() {
 		if err := s.hv.StoreWrite(key(pvdriver.ControlKey), pvdriver.CmdCancel+" "+token); err != nil {
@@ -67,12 +70,10 @@ func (s *sender) squeeze(ctx context.Context, info hypervisor.DomainInfo) (relea
 	if errors.Is(wctx.Err(), context.DeadlineExceeded) {
 		log.WithField("wait", s.plan.BalloonWait).Warn("the guest's agent did not answer in time; migrating with what it released so far")
 	}
-	after, err := s.hv.Info(s.dom)
-	if err != nil || after.TotPages >= before {
-		return 0, cancel
+	if after, err := s.hv.Info(s.dom); err == nil && after.TotPages < before.TotPages {
+		result, _ := s.hv.StoreRead(key(pvdriver.KeyResult))
+		log.WithFields(logrus.Fields{"released_pages": before.TotPages - after.TotPages, "result": result,
+			"ms": time.Since(start).Milliseconds()}).Info("guest ballooned down for the migration")
 	}
-	result, _ := s.hv.StoreRead(key(pvdriver.KeyResult))
-	log.WithFields(logrus.Fields{"released_pages": before - after.TotPages, "result": result,
-		"ms": time.Since(start).Milliseconds()}).Info("guest ballooned down for the migration")
-	return before - after.TotPages, cancel
+	return cancel
 }

@@ -143,7 +143,7 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 
 	cancelBalloon := func() {}
 	if s.plan.Balloon {
-		res.BalloonedPagesSkipped, cancelBalloon = s.squeeze(ctx, info)
+		cancelBalloon = s.squeeze(ctx)
 	}
 	maxGFN, err := s.hv.MaxGFN(s.dom)
 	if err != nil {
@@ -154,6 +154,11 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	}
 	s.ownedSeen = newClaimSet(uint64(maxGFN) + 1)
 	res.GuestPages = s.populated.Count()
+	if res.GuestPages < info.MaxPages {
+		// The guest's balloon has given these back (now, or earlier on its
+		// own): they are neither read, paged out, nor sent.
+		res.BalloonedPagesSkipped = info.MaxPages - res.GuestPages
+	}
 
 	// Until the switchover, every failure lands here and resumes the domain.
 	var paused, logDirty bool

@@ -123,6 +123,9 @@ func (f *guestFlags) spec(a *app, name string) (sim.GuestSpec, error) {
 	if f.rate > 0 {
 		spec.Workload.Rate = f.rate
 	}
+	if a.cfg.Migration.Balloon {
+		spec.Balloond = &sim.BalloondSpec{} // the guest runs xenmig-balloond
+	}
 	if f.workingSet != "" {
 		var ws conf.Size
 		if err := ws.UnmarshalText([]byte(f.workingSet)); err != nil {

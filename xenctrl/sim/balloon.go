@@ -10,16 +10,17 @@ import (
 // that the domain still runs.
 const balloonChunk = 256
 
-// balloon is the guest's balloon driver: when memory/target (KiB) changes,
-// it releases free pages (highest gfns first) or populates ballooned-out
-// ones until the guest's populated memory meets the new target. The target
-// found at boot (applied) is taken as met, so a migrated guest keeps the layout it
-// arrived with. It is guest code: it runs only while the domain runs, and
-// counts as a running vCPU meanwhile, so Pause waits for it.
+// balloon is the guest's balloon driver. Its target is set by the toolstack
+// through memory/target (KiB) or by the guest itself (SetBalloonTarget, what
+// Linux's sysfs target_kb does for xenmig-balloond); the latest wins. It
+// releases free pages (highest gfns first) or populates ballooned-out ones
+// until the guest's populated memory meets the target. The memory/target
+// found at boot (applied) is taken as met, so a migrated guest keeps the
+// layout it arrived with. It is guest code: it runs only while the domain
+// runs, and counts as a running vCPU meanwhile, so Pause waits for it.
 func (d *domain) balloon(targets <-chan string, applied string) {
 	defer d.wg.Done()
 	key := domainPath(d.id) + "/memory/target"
-	pending := false
 	for {
 		select {
 		case <-d.halted:
@@ -31,27 +32,47 @@ func (d *domain) balloon(targets <-chan string, applied string) {
 		case <-d.balloonKick:
 		}
 		if v, err := d.h.store.read(key); err == nil && v != applied {
-			applied, pending = v, true
+			applied = v
+			if kib, err := strconv.ParseUint(v, 10, 64); err == nil {
+				d.setBalloonTarget(kib * 1024 / hypervisor.PageSize)
+			} else {
+				d.log.WithField("target", v).Warn("balloon: bad memory/target")
+			}
 		}
-		if !pending {
-			continue
+		if target, ok := d.balloonTarget(); ok {
+			d.balloonTo(target) // if a pause interrupts it, Unpause kicks it again
 		}
-		kib, err := strconv.ParseUint(applied, 10, 64)
-		if err != nil {
-			d.log.WithField("target", applied).Warn("balloon: bad memory/target")
-			pending = false
-			continue
-		}
-		pending = d.balloonTo(kib * 1024 / hypervisor.PageSize)
+	}
+}
+
+// setBalloonTarget makes target pages the balloon driver's goal.
+func (d *domain) setBalloonTarget(target uint64) {
+	d.mu.Lock()
+	d.balloonGoal, d.balloonSet = target, true
+	d.mu.Unlock()
+}
+
+// balloonTarget returns the balloon driver's goal, if one was set.
+func (d *domain) balloonTarget() (uint64, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.balloonGoal, d.balloonSet
+}
+
+// kickBalloon wakes the balloon driver.
+func (d *domain) kickBalloon() {
+	select {
+	case d.balloonKick <- struct{}{}:
+	default:
 	}
 }
 
 // balloonTo moves the guest's populated memory toward target pages, a chunk
-// at a time, and reports whether it stopped because the domain was paused
-// (so the next Unpause resumes it).
+// at a time, and reports whether it stopped because the domain was paused.
 func (d *domain) balloonTo(target uint64) bool {
+	cursor := len(d.lay.usable) - 1 // inflate scans down from here, once
 	for {
-		moved, running := d.balloonStep(target)
+		moved, running := d.balloonStep(target, &cursor)
 		if !running {
 			return true
 		}
@@ -63,7 +84,7 @@ func (d *domain) balloonTo(target uint64) bool {
 
 // balloonStep moves up to balloonChunk pages toward target. It returns how
 // many it moved and whether the domain was running.
-func (d *domain) balloonStep(target uint64) (moved uint64, running bool) {
+func (d *domain) balloonStep(target uint64, cursor *int) (moved uint64, running bool) {
 	d.guestMu.Lock()
 	defer d.guestMu.Unlock()
 	d.mu.Lock()
@@ -81,20 +102,23 @@ func (d *domain) balloonStep(target uint64) (moved uint64, running bool) {
 	cur := uint64(d.mem.populated.Load())
 	switch {
 	case target < cur:
-		return d.inflate(min(cur-target, balloonChunk)), true
+		return d.inflate(min(cur-target, balloonChunk), cursor), true
 	case target > cur:
 		return d.deflate(min(target-cur, balloonChunk)), true
 	}
 	return 0, true
 }
 
-// inflate releases up to n free pages, highest gfns first, and returns how
-// many it released; d.guestMu must be held.
-func (d *domain) inflate(n uint64) uint64 {
+// inflate releases up to n free pages, scanning down from *cursor (highest
+// gfns first), and returns how many it released; d.guestMu must be held. It
+// takes only present pages: a guest cannot tell a paged-out frame from a
+// present one, but giving one back while a pager waits to load it would make
+// the pager's load fail, so the model stays on the side Xen handles simply.
+func (d *domain) inflate(n uint64, cursor *int) uint64 {
 	var done uint64
-	for i := len(d.lay.usable) - 1; i >= 0 && done < n; i-- {
-		g := d.lay.usable[i]
-		if st := d.mem.state(g); st != stRAM && st != stPaged || d.inUseLocked(g) {
+	for ; *cursor >= 0 && done < n; *cursor-- {
+		g := d.lay.usable[*cursor]
+		if d.mem.state(g) != stRAM || d.inUseLocked(g) {
 			continue
 		}
 		if d.depopulate(g) == nil {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/xenmig/xenmig/hypervisor"
+	"github.com/xenmig/xenmig/pvdriver"
 )
 
 func TestBalloonReleaseAndReturn(t *testing.T) {
@@ -95,4 +96,37 @@ func TestBalloonWaitsForUnpause(t *testing.T) {
 		b, err := h.Populated(id)
 		return err == nil && b.Count() == before.Count()-10
 	})
+}
+
+// TestBalloondSqueeze: the self-ballooning agent (pvdriver's, run in the
+// guest) shrinks the guest toward what it uses, and on dom0's squeeze
+// request gives back everything but a small reserve, then acknowledges.
+func TestBalloondSqueeze(t *testing.T) {
+	h := newTestHost(t)
+	spec := testSpec(Idle, 1)
+	spec.MemoryPages, spec.UsedPages = 131072, 49152 // 512 MiB, 192 MiB in use
+	spec.Balloond = &BalloondSpec{IntervalMS: 20}
+	id := create(t, h, spec)
+	must(t, "Unpause", h.Unpause(id))
+	home, _ := h.DomainPath(id)
+	info := func() hypervisor.DomainInfo {
+		i, err := h.Info(id)
+		must(t, "Info", err)
+		return i
+	}
+	// Left alone, it self-balloons toward use + reserve (64 MiB here).
+	waitFor(t, "self-ballooning", func() bool { return info().TotPages*hypervisor.PageSize <= 260<<20 })
+	must(t, "StoreWrite", h.StoreWrite(home+"/"+pvdriver.ControlKey, "squeeze t1"))
+	waitFor(t, "the squeeze ack", func() bool {
+		v, _ := h.StoreRead(home + "/" + pvdriver.KeyAck)
+		return v == "squeeze t1"
+	})
+	inUse, err := h.GuestPages(id)
+	must(t, "GuestPages", err)
+	if got, max := info().TotPages, inUse+pvdriver.DefaultParams().SqueezeReserveKiB/4+256; got > max {
+		t.Errorf("after the squeeze TotPages = %d, want at most in-use %d + the squeeze reserve", got, inUse)
+	}
+	must(t, "StoreWrite", h.StoreWrite(home+"/"+pvdriver.ControlKey, "cancel t1"))
+	squeezed := info().TotPages
+	waitFor(t, "growing back", func() bool { return info().TotPages > squeezed })
 }

@@ -56,6 +56,8 @@ type domain struct {
 	created    time.Time         // start of the TSC's elapsed time
 
 	balloonKick chan struct{}
+	balloonGoal uint64 // the balloon driver's target, pages; under mu
+	balloonSet  bool   // balloonGoal has been set since boot
 	stopBalloon context.CancelFunc // ends the balloon driver's watch
 	wg          sync.WaitGroup     // vCPU and balloon goroutines
 }
@@ -126,6 +128,12 @@ func (d *domain) start() error {
 		go v.run()
 	}
 	go d.balloon(targets, kib)
+	if d.spec.Balloond != nil {
+		if err := d.startBalloond(ctx); err != nil {
+			d.halt()
+			return err
+		}
+	}
 	return nil
 }
 
@@ -252,10 +260,7 @@ func (h *Host) Unpause(id hypervisor.DomID) error {
 		for _, v := range d.vcpus {
 			v.wake()
 		}
-		select {
-		case d.balloonKick <- struct{}{}:
-		default:
-		}
+		d.kickBalloon()
 	}
 	return nil
 }

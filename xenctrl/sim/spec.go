@@ -83,6 +83,8 @@ type GuestSpec struct {
 	StopAt uint64 `json:"stop_at,omitempty"`
 	// Workload is what the vCPUs run.
 	Workload WorkloadSpec `json:"workload"`
+	// Balloond, when set, runs the self-ballooning agent in the guest.
+	Balloond *BalloondSpec `json:"balloond,omitempty"`
 }
 
 // DefaultWorkload returns the parameters of a workload of the given kind for

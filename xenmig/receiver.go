@@ -558,7 +558,10 @@ func (in *installer) drainStaged(ctx context.Context, stop <-chan struct{}) erro
 			in.requested.Set(g)
 		}
 		in.mu.Unlock()
-		if p := in.takeStaged(g); mine && p != nil {
+		if !mine {
+			continue // a fault claimed it first and installs the staged copy
+		}
+		if p := in.takeStaged(g); p != nil {
 			if err := in.install(g, p); err != nil {
 				return err
 			}

@@ -126,7 +126,13 @@ func (t Transport) dialRole(ctx context.Context, addr string, role wire.Role, se
 	}
 	tcp := tuneSocket(nc)
 	if t.TLS != nil {
-		tc := tls.Client(nc, t.TLS)
+		cfg := t.TLS
+		if cfg.ServerName == "" {
+			// Verify the receiver's certificate against the name we dialed.
+			cfg = cfg.Clone()
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tc := tls.Client(nc, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
 			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)

@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
+
+	"github.com/xenmig/xenmig/xenmig/internal/wire"
 )
 
 // countingConn counts the bytes written through it.
@@ -18,6 +20,12 @@ func (c countingConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
 	c.n.Add(uint64(n))
 	return n, err
+}
+
+// countWrites makes c add every byte it writes to n.
+func (c *conn) countWrites(n *atomic.Uint64) {
+	c.Conn = countingConn{c.Conn, n}
+	c.w = wire.NewWriter(c.Conn)
 }
 
 // isClosed reports whether err means the connection was closed, by us or

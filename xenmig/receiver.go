@@ -70,7 +70,7 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 	}
 	mode := Mode(r.cfg.Mode)
 	r.log = r.log.WithFields(logrus.Fields{"name": r.cfg.Domain.Name, "mode": mode})
-	r.log.Info("incoming migration")
+	r.log.WithFields(logrus.Fields{"pages": r.cfg.Populated.Count(), "ballooned": r.cfg.Ballooned}).Info("incoming migration")
 
 	built := false
 	undo := func(cause error) error {

@@ -136,32 +136,12 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	}
 	defer s.main.Close()
 	defer s.urgent.Close()
-	s.main.Conn = countingConn{s.main.Conn, &s.counter.bytes}
-	s.urgent.Conn = countingConn{s.urgent.Conn, &s.counter.bytes}
-	s.main.w = wire.NewWriter(s.main.Conn)
-	s.urgent.w = wire.NewWriter(s.urgent.Conn)
-
-	cancelBalloon := func() {}
-	if s.plan.Balloon {
-		cancelBalloon = s.squeeze(ctx)
-	}
-	maxGFN, err := s.hv.MaxGFN(s.dom)
-	if err != nil {
-		return nil, fmt.Errorf("domain %s: %w", info.Name, err)
-	}
-	if s.populated, err = s.hv.Populated(s.dom); err != nil {
-		return nil, fmt.Errorf("domain %s: %w", info.Name, err)
-	}
-	s.ownedSeen = newClaimSet(uint64(maxGFN) + 1)
-	res.GuestPages = s.populated.Count()
-	if res.GuestPages < info.MaxPages {
-		// The guest's balloon has given these back (now, or earlier on its
-		// own): they are neither read, paged out, nor sent.
-		res.BalloonedPagesSkipped = info.MaxPages - res.GuestPages
-	}
+	s.main.countWrites(&s.counter.bytes)
+	s.urgent.countWrites(&s.counter.bytes)
 
 	// Until the switchover, every failure lands here and resumes the domain.
 	var paused, logDirty bool
+	cancelBalloon := func() {}
 	undo := func(cause error) error {
 		s.main.w.Write(wire.TypeAbort, abortRecord(cause))
 		cancelBalloon()
@@ -175,6 +155,24 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 		}
 		s.log.WithError(cause).Warn("migration failed before the switchover; domain resumed on the source")
 		return cause
+	}
+
+	if s.plan.Balloon {
+		cancelBalloon = s.squeeze(ctx)
+	}
+	maxGFN, err := s.hv.MaxGFN(s.dom)
+	if err != nil {
+		return nil, undo(fmt.Errorf("domain %s: %w", info.Name, err))
+	}
+	if s.populated, err = s.hv.Populated(s.dom); err != nil {
+		return nil, undo(fmt.Errorf("domain %s: %w", info.Name, err))
+	}
+	s.ownedSeen = newClaimSet(uint64(maxGFN) + 1)
+	res.GuestPages = s.populated.Count()
+	if res.GuestPages < info.MaxPages {
+		// The guest's balloon has given these back (now, or earlier on its
+		// own): they are neither read, paged out, nor sent.
+		res.BalloonedPagesSkipped = info.MaxPages - res.GuestPages
 	}
 
 	s.progress.set("prepare", 0, res.GuestPages)

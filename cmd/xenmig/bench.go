@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,8 +20,12 @@ import (
 	"github.com/xenmig/xenmig/xenmig"
 )
 
-// benchMethod is one row of the matrix: a mode and its push order.
-type benchMethod struct{ mode, push string }
+// benchMethod is one row of the matrix: a mode, its push order, and whether
+// the guest's self-ballooning agent squeezes it first.
+type benchMethod struct {
+	mode, push string
+	balloon    bool
+}
 
 // benchWorkload is one column: a simulated workload and its parameters.
 type benchWorkload struct {
@@ -39,8 +44,9 @@ type benchMatrix struct {
 
 func fullMatrix(reps int) benchMatrix {
 	return benchMatrix{
-		methods: []benchMethod{{"precopy", ""}, {"postcopy", "demand"}, {"postcopy", "sequential"},
-			{"postcopy", "prepaging"}, {"hybrid", "prepaging"}, {"hybrid", "workingset"}},
+		methods: []benchMethod{{"precopy", "", false}, {"postcopy", "demand", false}, {"postcopy", "sequential", false},
+			{"postcopy", "prepaging", false}, {"hybrid", "prepaging", false}, {"hybrid", "workingset", false},
+			{"precopy", "", true}, {"postcopy", "prepaging", true}},
 		workloads: []benchWorkload{{"idle", "idle", "", -1}, {"kcompile", "kcompile", "", -1},
 			{"web", "web", "", -1}, {"stress-512MiB-write", "stress", "512MiB", 100}},
 		sizes: []conf.Size{512 * conf.MiB, 2 * conf.GiB},
@@ -50,11 +56,45 @@ func fullMatrix(reps int) benchMatrix {
 
 func quickMatrix() benchMatrix {
 	return benchMatrix{
-		methods:   []benchMethod{{"precopy", ""}, {"postcopy", "prepaging"}},
+		methods:   []benchMethod{{"precopy", "", false}, {"postcopy", "prepaging", false}},
 		workloads: []benchWorkload{{"stress-128MiB-write", "stress", "128MiB", 100}},
 		sizes:     []conf.Size{256 * conf.MiB},
 		reps:      1,
 	}
+}
+
+// filter keeps the methods and workloads named (all when a list is empty).
+func (m *benchMatrix) filter(methods, workloads []string) error {
+	if len(methods) > 0 {
+		var keep []benchMethod
+		for _, meth := range m.methods {
+			if slices.Contains(methods, meth.key().Label()) {
+				keep = append(keep, meth)
+			}
+		}
+		if len(keep) == 0 {
+			return fmt.Errorf("--methods %q matches none of the matrix's methods", methods)
+		}
+		m.methods = keep
+	}
+	if len(workloads) > 0 {
+		var keep []benchWorkload
+		for _, w := range m.workloads {
+			if slices.Contains(workloads, w.name) || slices.Contains(workloads, w.kind) {
+				keep = append(keep, w)
+			}
+		}
+		if len(keep) == 0 {
+			return fmt.Errorf("--workloads %q matches none of the matrix's workloads", workloads)
+		}
+		m.workloads = keep
+	}
+	return nil
+}
+
+// key is the method's part of a cell's key.
+func (meth benchMethod) key() benchreport.Key {
+	return benchreport.Key{Mode: meth.mode, Push: meth.push, Balloon: meth.balloon}
 }
 
 func newBenchCommand(a *app) *cobra.Command {
@@ -62,6 +102,7 @@ func newBenchCommand(a *app) *cobra.Command {
 	var rate, delay, out string
 	var reps int
 	var warmup time.Duration
+	var methods, workloads []string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Benchmark every migration mode on a shaped Gigabit link between two network namespaces",
@@ -69,7 +110,8 @@ func newBenchCommand(a *app) *cobra.Command {
 paper's Gigabit LAN: bench.rate, 1gbit, and bench.delay), run a simulated
 destination host in one and, in the other, one migration per cell of the
 matrix: modes {pre-copy, post-copy demand only, post-copy sequential push,
-post-copy pre-paging, hybrid, hybrid working-set-ordered} x workloads {idle,
+post-copy pre-paging, hybrid, hybrid working-set-ordered, and pre-copy and
+post-copy pre-paging with the guest's self-ballooning agent} x workloads {idle,
 kernel compile, web server, write stress over a 512 MiB working set} x guest
 sizes {512 MiB, 2 GiB}, bench.repetitions times each.
 
@@ -104,6 +146,9 @@ repetition, post-copy with pre-paging against pre-copy on write stress.`,
 			if quick {
 				m = quickMatrix()
 			}
+			if err := m.filter(methods, workloads); err != nil {
+				return withCode(exitUsage, err)
+			}
 			return a.bench(cmd.Context(), b, m, warmup, asJSON)
 		},
 	}
@@ -114,6 +159,8 @@ repetition, post-copy with pre-paging against pre-copy on write stress.`,
 	cmd.Flags().IntVar(&reps, "reps", 0, "repetitions per cell (default: bench.repetitions)")
 	cmd.Flags().StringVar(&out, "out", "", "directory for results.csv and the charts (default: bench.out)")
 	cmd.Flags().DurationVar(&warmup, "warmup", 2*time.Second, "how long each guest runs before its migration")
+	cmd.Flags().StringSliceVar(&methods, "methods", nil, `run only these methods, by label, e.g. "precopy,postcopy prepaging +balloon"`)
+	cmd.Flags().StringSliceVar(&workloads, "workloads", nil, `run only these workloads, e.g. "idle,web"`)
 	return cmd
 }
 
@@ -167,7 +214,8 @@ func (a *app) bench(ctx context.Context, b conf.BenchConfig, m benchMatrix, warm
 	for _, size := range m.sizes {
 		for _, w := range m.workloads {
 			for _, meth := range m.methods {
-				key := benchreport.Key{Mode: meth.mode, Push: meth.push, Workload: w.name, GuestBytes: size.Bytes()}
+				key := meth.key()
+				key.Workload, key.GuestBytes = w.name, size.Bytes()
 				var runs []benchreport.Run
 				var results []*xenmig.Result
 				for rep := 0; rep < m.reps; rep++ {
@@ -224,6 +272,9 @@ func (a *app) benchRun(ctx context.Context, lab *netlab.Lab, self, dest string, 
 	if meth.push != "" {
 		args = append(args, "--push", meth.push)
 	}
+	if meth.balloon {
+		args = append(args, "--balloon")
+	}
 	if w.workingSet != "" {
 		args = append(args, "--sim-working-set", w.workingSet)
 	}
@@ -268,6 +319,7 @@ func cellObject(c benchreport.Cell, results []*xenmig.Result) map[string]any {
 	for k, n := range counts {
 		obj[k] = obj[k].(float64) / float64(n)
 	}
+	obj["balloon"] = c.Balloon
 	obj["workload"] = c.Workload
 	obj["guest_bytes"] = c.GuestBytes
 	obj["reps"] = c.Reps

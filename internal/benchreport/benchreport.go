@@ -31,19 +31,24 @@ type Run struct {
 
 // Key names a cell of the benchmark matrix.
 type Key struct {
-	Mode       string `json:"mode"`           // precopy, postcopy, hybrid
-	Push       string `json:"push,omitempty"` // demand, sequential, prepaging, workingset; ignored for precopy
+	Mode       string `json:"mode"`              // precopy, postcopy, hybrid
+	Push       string `json:"push,omitempty"`    // demand, sequential, prepaging, workingset; ignored for precopy
+	Balloon    bool   `json:"balloon,omitempty"` // the guest's agent ballooned down before the copy
 	Workload   string `json:"workload"`
 	GuestBytes uint64 `json:"guest_bytes"`
 }
 
-// Label names the cell's migration method: the mode, and the push order
-// for the modes that push.
+// Label names the cell's migration method: the mode, the push order for the
+// modes that push, and "+balloon" when the guest ballooned down first.
 func (k Key) Label() string {
-	if k.Push == "" || k.Mode == "precopy" {
-		return k.Mode
+	l := k.Mode
+	if k.Push != "" && k.Mode != "precopy" {
+		l += " " + k.Push
 	}
-	return k.Mode + " " + k.Push
+	if k.Balloon {
+		l += " +balloon"
+	}
+	return l
 }
 
 // Stat summarizes one measure over the repetitions of a cell.

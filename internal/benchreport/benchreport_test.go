@@ -101,6 +101,7 @@ func TestLabel(t *testing.T) {
 		{Key{Mode: "precopy", Push: "prepaging"}, "precopy"},
 		{Key{Mode: "postcopy", Push: "prepaging"}, "postcopy prepaging"},
 		{Key{Mode: "hybrid"}, "hybrid"},
+		{Key{Mode: "postcopy", Push: "prepaging", Balloon: true}, "postcopy prepaging +balloon"},
 	} {
 		if got := tt.k.Label(); got != tt.want {
 			t.Errorf("%+v.Label() = %q, want %q", tt.k, got, tt.want)

@@ -104,7 +104,7 @@ func csvMeasures() []csvMeasure {
 // each measure (<measure>_mean ...), degradation last (empty when not
 // measured).
 func CSVHeader() []string {
-	h := []string{"mode", "push", "workload", "guest_bytes", "reps", "rate_bps", "floor_ms", "total_over_floor"}
+	h := []string{"mode", "push", "balloon", "workload", "guest_bytes", "reps", "rate_bps", "floor_ms", "total_over_floor"}
 	for _, m := range csvMeasures() {
 		h = append(h, m.name+"_mean", m.name+"_min", m.name+"_max", m.name+"_stddev")
 	}
@@ -120,7 +120,7 @@ func WriteCSV(w io.Writer, cells []Cell) error {
 	num := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 	stat := func(s Stat) []string { return []string{num(s.Mean), num(s.Min), num(s.Max), num(s.Stddev)} }
 	for _, c := range cells {
-		row := []string{c.Mode, c.Push, c.Workload, strconv.FormatUint(c.GuestBytes, 10), strconv.Itoa(c.Reps),
+		row := []string{c.Mode, c.Push, strconv.FormatBool(c.Balloon), c.Workload, strconv.FormatUint(c.GuestBytes, 10), strconv.Itoa(c.Reps),
 			strconv.FormatUint(c.RateBPS, 10), num(c.FloorMS), num(c.OverFloor())}
 		for _, m := range csvMeasures() {
 			row = append(row, stat(m.get(c))...)

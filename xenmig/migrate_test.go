@@ -5,11 +5,11 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/xenmig/xenmig/hypervisor"
+	"github.com/xenmig/xenmig/internal/testnet"
 	"github.com/xenmig/xenmig/xenctrl/sim"
 	"github.com/xenmig/xenmig/xenmig"
 	"github.com/xenmig/xenmig/xenmig/internal/wire"
@@ -237,14 +237,14 @@ func TestFailureBeforeSwitchoverKeepsDomainOnSource(t *testing.T) {
 			return addr
 		}, nil},
 		{"wrong peer", func(t *testing.T) string {
-			return serve(t, func(c net.Conn) { io.WriteString(c, "HTTP/1.1 400 Bad Request\r\n\r\n") })
+			return testnet.Serve(t, func(c net.Conn) { io.WriteString(c, "HTTP/1.1 400 Bad Request\r\n\r\n") })
 		}, xenmig.ErrNotXenmig},
 		{"connection cut during preparation", func(t *testing.T) string {
 			dst := receiveOne(t, xenmig.Transport{})
-			return cutAfter(t, dst.addr, 200) // hello, ack, part of the config
+			return testnet.CutAfter(t, dst.addr, 200) // hello, ack, part of the config
 		}, nil},
 		{"version mismatch", func(t *testing.T) string {
-			return serve(t, func(c net.Conn) {
+			return testnet.Serve(t, func(c net.Conn) {
 				wire.NewReader(c).Read()
 				wire.NewWriter(c).Write(wire.TypeHelloAck, wire.MarshalJSON(wire.Ack{Version: wire.Version + 1, Message: "too new"}))
 			})
@@ -277,46 +277,6 @@ func TestFailureBeforeSwitchoverKeepsDomainOnSource(t *testing.T) {
 			runsOnSource(t, src, dom, spec)
 		})
 	}
-}
-
-// serve runs a fake peer that answers each connection with f.
-func serve(t *testing.T, f func(net.Conn)) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); f(c) }()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-// cutAfter proxies to addr and cuts the first connection after n bytes
-// from the client.
-func cutAfter(t *testing.T, addr string, n int64) string {
-	var once sync.Once
-	return serve(t, func(c net.Conn) {
-		up, err := net.Dial("tcp", addr)
-		if err != nil {
-			return
-		}
-		defer up.Close()
-		limit := int64(-1)
-		once.Do(func() { limit = n })
-		go io.Copy(c, up)
-		if limit >= 0 {
-			io.CopyN(up, c, limit)
-			return
-		}
-		io.Copy(up, c)
-	})
 }
 
 // TestBalloonIdleGuest: with self-ballooning, an idle 2 GiB guest that uses

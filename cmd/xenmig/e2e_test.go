@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xenmig/xenmig/internal/testnet"
 	"github.com/xenmig/xenmig/xenmig"
 )
 
@@ -190,16 +191,16 @@ func TestTwoProcessFailures(t *testing.T) {
 			return r.addr
 		}, ""},
 		{"connection cut during preparation", func(t *testing.T) string {
-			return cutProxy(t, startReceive(t).addr, 300)
+			return testnet.CutAfter(t, startReceive(t).addr, 300)
 		}, ""},
 		{"version mismatch", func(t *testing.T) string {
-			return fakePeer(t, func(c net.Conn) {
+			return testnet.Serve(t, func(c net.Conn) {
 				io.ReadFull(c, make([]byte, 12+29)) // the hello record
 				c.Write(record(2, []byte(`{"ok":false,"version":99,"message":"newer"}`)))
 			})
 		}, "version mismatch"},
 		{"wrong peer", func(t *testing.T) string {
-			return fakePeer(t, func(c net.Conn) { io.WriteString(c, "SSH-2.0-OpenSSH_9.2\r\n") })
+			return testnet.Serve(t, func(c net.Conn) { io.WriteString(c, "SSH-2.0-OpenSSH_9.2\r\n") })
 		}, "not a xenmig receiver"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -228,46 +229,6 @@ func (r *receiver) stderrString() string {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
 	return r.stderr.String()
-}
-
-// fakePeer serves each connection with f.
-func fakePeer(t *testing.T, f func(net.Conn)) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); f(c) }()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-// cutProxy forwards to addr and cuts the first connection after n bytes from
-// the client.
-func cutProxy(t *testing.T, addr string, n int64) string {
-	var once sync.Once
-	return fakePeer(t, func(c net.Conn) {
-		up, err := net.Dial("tcp", addr)
-		if err != nil {
-			return
-		}
-		defer up.Close()
-		limit := int64(-1)
-		once.Do(func() { limit = n })
-		go io.Copy(c, up)
-		if limit >= 0 {
-			io.CopyN(up, c, limit)
-			return
-		}
-		io.Copy(up, c)
-	})
 }
 
 // TestXenBackendFailsFast: without a Xen hypervisor (or a binary built

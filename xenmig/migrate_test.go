@@ -317,3 +317,49 @@ func TestBalloonIdleGuest(t *testing.T) {
 		t.Errorf("digest = %s, want %s (unmigrated run)", res.Digest, want)
 	}
 }
+
+// TestReconnectAfterSwitchover: the main connection breaks in the middle of
+// the post-copy push; both sides keep their state, the source reopens the
+// session, the destination tells it which gfns it still lacks, and the
+// migration completes with nothing lost.
+func TestReconnectAfterSwitchover(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		plan xenmig.Plan
+	}{
+		{"postcopy", plan(xenmig.PostCopy, xenmig.PushPrepaging)},
+		{"hybrid", plan(xenmig.Hybrid, xenmig.PushWorkingSet)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := guest("cut", sim.Stress, 4000)
+			want := reference(t, spec)
+			dst := receiveOne(t, xenmig.Transport{})
+			src := sim.NewHost()
+			defer src.Close()
+			dom := boot(t, src, spec, 1000)
+			p := tc.plan
+			p.Bandwidth = 40 << 20 // slow enough to cut in the middle
+			p.ReconnectTimeout = 20 * time.Second
+			cut := int64(2 << 20) // past the switchover
+			if p.Mode == xenmig.Hybrid {
+				p.HybridRounds = 1 // about 12.4 MB of pre-copy, then some 4 MB pushed
+				cut = 13_500_000
+			}
+			res, err := xenmig.Migrate(context.Background(), src, dom, testnet.CutAfter(t, dst.addr, cut), p)
+			if err != nil {
+				t.Fatalf("Migrate() = %v", err)
+			}
+			dst.wait(t)
+			if dst.err != nil {
+				t.Fatalf("Receive() = %v", dst.err)
+			}
+			t.Logf("bytes sent %d, pages sent %d, reconnects %d", res.BytesSent, res.PagesSent, res.Reconnects)
+			if res.Reconnects < 1 {
+				t.Errorf("reconnects = %d, want at least 1 (the proxy cut the main connection)", res.Reconnects)
+			}
+			if res.Digest != want.String() {
+				t.Errorf("digest after a reconnection = %s, want %s (unmigrated run)", res.Digest, want)
+			}
+		})
+	}
+}

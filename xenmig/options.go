@@ -25,12 +25,13 @@ type options struct {
 	progress  func(Progress)
 	transport Transport
 	interval  time.Duration
+	reconnect time.Duration
 }
 
 func buildOptions(opts []Option) options {
 	l := logrus.New()
 	l.SetOutput(io.Discard)
-	o := options{log: logrus.NewEntry(l), interval: 100 * time.Millisecond}
+	o := options{log: logrus.NewEntry(l), interval: 100 * time.Millisecond, reconnect: time.Minute}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -53,3 +54,9 @@ func WithProgress(f func(Progress), interval time.Duration) Option {
 
 // WithTransport sets how the two ends connect (TLS, timeouts).
 func WithTransport(t Transport) Option { return func(o *options) { o.transport = t } }
+
+// WithReconnectTimeout sets how long a receiver whose connections broke after
+// the switchover waits, the domain paused, for the source to reopen the
+// session (default one minute; 0: it does not wait). Senders take it from
+// Plan.ReconnectTimeout.
+func WithReconnectTimeout(d time.Duration) Option { return func(o *options) { o.reconnect = d } }

@@ -32,6 +32,15 @@ func (c *claimSet) test(g hypervisor.GFN) bool {
 	return uint64(g) < c.n && c.words[g/64].Load()&(1<<(g%64)) != 0
 }
 
+// release unmarks every gfn of set, so they can be claimed (and sent) again.
+func (c *claimSet) release(set *hypervisor.Bitmap) {
+	for i, w := range set.Words() {
+		if i < len(c.words) {
+			c.words[i].And(^w)
+		}
+	}
+}
+
 // claimAllBut marks every gfn that is not in keep, leaving keep to be claimed.
 func (c *claimSet) claimAllBut(keep *hypervisor.Bitmap) {
 	for i, w := range keep.Words() {
@@ -80,6 +89,13 @@ func (o *pushOrder) fault(g hypervisor.GFN) {
 		o.pivots = o.pivots[1:]
 	}
 	o.newPiv = true
+}
+
+// restart makes the sweep start over, after gfns were released.
+func (o *pushOrder) restart() {
+	o.mu.Lock()
+	o.sweep = 0
+	o.mu.Unlock()
 }
 
 // next claims and returns up to max gfns to push. It returns an empty slice

@@ -68,6 +68,10 @@ type Plan struct {
 	// copy, waiting at most BalloonWait for its answer.
 	Balloon     bool
 	BalloonWait time.Duration
+	// ReconnectTimeout is how long the two sides try to reopen a session
+	// whose connections broke after the switchover before they give up,
+	// the domain paused on the destination (0: no reconnection).
+	ReconnectTimeout time.Duration
 	// ThroughputSample is how long the sender watches the guest's
 	// throughput before it starts, where the backend can see it (0: not at
 	// all). It is not part of the migration's measured time.
@@ -90,6 +94,7 @@ func DefaultPlan() Plan {
 		HybridRounds:          2,
 		DemandIdle:            time.Second,
 		BalloonWait:           10 * time.Second,
+		ReconnectTimeout:      time.Minute,
 		ThroughputSample:      250 * time.Millisecond,
 	}
 }

@@ -36,13 +36,13 @@ type Incoming struct {
 // domain is left paused here.
 func Receive(ctx context.Context, hv hypervisor.Hypervisor, l *Listener, opts ...Option) (*Incoming, error) {
 	o := buildOptions(opts)
-	main, urgent, err := l.accept(ctx)
+	main, urgent, id, err := l.accept(ctx)
 	if err != nil {
 		return nil, err
 	}
-	r := &receiver{hv: hv, options: o, main: main, urgent: urgent, log: o.log.WithField("peer", main.RemoteAddr().String())}
-	defer main.Close()
-	defer urgent.Close()
+	r := &receiver{hv: hv, options: o, l: l, session: id, main: main, urgent: urgent,
+		log: o.log.WithField("peer", main.RemoteAddr().String())}
+	defer func() { r.main.Close(); r.urgent.Close() }()
 	return r.run(ctx)
 }
 
@@ -51,12 +51,15 @@ type receiver struct {
 	hv hypervisor.Hypervisor
 	options
 	log          *logrus.Entry
+	l            *Listener
+	session      sessionID
 	main, urgent *conn
 
-	cfg   wire.Config
-	dom   hypervisor.DomID
-	pager hypervisor.Pager
-	in    *installer
+	cfg        wire.Config
+	dom        hypervisor.DomID
+	reconnects int
+	pager      hypervisor.Pager
+	in         *installer
 }
 
 func (r *receiver) run(ctx context.Context) (*Incoming, error) {
@@ -289,6 +292,12 @@ func (r *receiver) switchover(ctx context.Context, mode Mode, prepMS float64) (*
 // lost handles a failure after the switchover: the guest may be waiting on
 // pages only the source has, so it is paused here rather than left hanging.
 func (r *receiver) lost(err error) error {
+	if r.in == nil || r.in.complete() {
+		// Every page is here: the domain runs on; only the source's
+		// clean-up is in doubt.
+		r.log.WithError(err).Error("lost the source after the migration completed; the domain runs here")
+		return fmt.Errorf("%w: %v; domain %d is complete and running here; the source may still hold its paused copy", ErrCommitted, err, r.dom)
+	}
 	if perr := r.hv.Pause(r.dom); perr != nil {
 		r.log.WithError(perr).Error("could not pause the domain")
 	}
@@ -296,8 +305,28 @@ func (r *receiver) lost(err error) error {
 	return fmt.Errorf("%w: %v; domain %d paused here with memory still owed by the source", ErrCommitted, err, r.dom)
 }
 
-// serve runs post-copy until every gfn is installed.
+// serve runs post-copy until every gfn is installed. If the connections
+// break, it pauses the domain, waits for the source to reopen the session,
+// tells it which gfns are still missing, and goes on.
 func (r *receiver) serve(ctx context.Context) error {
+	for {
+		err := r.serveRound(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || errors.Is(err, ErrAborted) || r.options.reconnect <= 0 {
+			return err
+		}
+		r.log.WithError(err).Warn("connection to the source lost after the switchover; domain paused, waiting for the source to reconnect")
+		if rerr := r.awaitSource(ctx); rerr != nil {
+			return fmt.Errorf("%w; %w", err, rerr)
+		}
+	}
+}
+
+// serveRound serves faults and installs pages over the current connections
+// until every gfn is installed or a connection breaks.
+func (r *receiver) serveRound(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	stop := make(chan struct{})
 	g.Go(func() error { return r.serveFaults(gctx, stop) })
@@ -310,16 +339,45 @@ func (r *receiver) serve(ctx context.Context) error {
 	}
 	close(stop)
 	r.urgent.Close() // unblocks the urgent reader; the source closes its side too
-	err := g.Wait()
-	select {
-	case <-r.in.done:
-		return err
-	default:
-		if err == nil {
-			err = ctx.Err()
-		}
+	if r.in.complete() {
+		return g.Wait()
+	}
+	r.main.Close() // broken: unblock the main reader too
+	if err := g.Wait(); err != nil {
 		return err
 	}
+	return ctx.Err()
+}
+
+// awaitSource pauses the domain until the source reopens the session, then
+// sends it the gfns still missing, asks again for those vCPUs wait on, and
+// unpauses.
+func (r *receiver) awaitSource(ctx context.Context) error {
+	if err := r.hv.Pause(r.dom); err != nil {
+		return fmt.Errorf("pause while reconnecting: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, r.options.reconnect)
+	defer cancel()
+	main, urgent, err := r.l.awaitResume(wctx, r.session)
+	if err != nil {
+		return err // the domain stays paused: its missing pages are only on the source
+	}
+	r.main, r.urgent = main, urgent
+	missing, wanted := r.in.missing()
+	if err := r.main.w.Write(wire.TypeResume, wire.MarshalBitmap(missing)); err != nil {
+		return fmt.Errorf("send the missing gfns: %w", err)
+	}
+	if len(wanted) > 0 {
+		if err := r.urgent.w.Write(wire.TypeRequest, wire.MarshalGFNs(wanted)); err != nil {
+			return fmt.Errorf("ask again for pages vCPUs wait on: %w", err)
+		}
+	}
+	if err := r.hv.Unpause(r.dom); err != nil {
+		return fmt.Errorf("unpause after reconnecting: %w", err)
+	}
+	r.reconnects++
+	r.log.WithFields(logrus.Fields{"missing": missing.Count(), "waited_on": len(wanted)}).Info("source reconnected; post-copy resumes")
+	return nil
 }
 
 // serveFaults turns the guest's paging requests into requests to the source.
@@ -670,6 +728,40 @@ func (in *installer) install(g hypervisor.GFN, page []byte) error {
 		close(in.done)
 	}
 	return nil
+}
+
+// missing returns the owed gfns not installed yet, and those among them
+// that vCPUs wait on (asked for again at once). Requests made before a break
+// are forgotten: the source sends every missing gfn again.
+func (in *installer) missing() (*hypervisor.Bitmap, []hypervisor.GFN) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	m := in.owed.Clone()
+	m.AndNot(in.installed)
+	in.stagedMu.Lock()
+	for g := range in.staged { // still here to install: not the source's to send
+		m.Clear(g)
+	}
+	in.stagedMu.Unlock()
+	in.requested.AndNot(m)
+	var wanted []hypervisor.GFN
+	for g := range in.waiting {
+		if !in.requested.Test(g) {
+			in.requested.Set(g)
+			wanted = append(wanted, g)
+		}
+	}
+	return m, wanted
+}
+
+// complete reports whether every owed gfn is installed.
+func (in *installer) complete() bool {
+	select {
+	case <-in.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (in *installer) latencies() []time.Duration {

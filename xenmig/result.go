@@ -21,6 +21,7 @@ type Result struct {
 	PreparationMS float64 `json:"preparation_ms"` // connect .. destination ready to receive
 	ResumeMS      float64 `json:"resume_ms"`      // destination: go .. guest unpaused
 	PrecopyRounds int     `json:"precopy_rounds"`
+	Reconnects    int64   `json:"reconnects"` // sessions reopened after a break in post-copy
 
 	GuestPages            uint64 `json:"guest_pages"`             // populated gfns when the copy began
 	PagesOwned            uint64 `json:"pages_owned"`             // populated non-zero pages: what must move at least once
@@ -105,6 +106,9 @@ func (r *Result) WriteTable(w io.Writer) error {
 	row("resume on destination", "%.2f ms", r.ResumeMS)
 	if r.PrecopyRounds > 0 {
 		row("pre-copy rounds", "%d", r.PrecopyRounds)
+	}
+	if r.Reconnects > 0 {
+		row("reconnections", "%d (pages in flight at a break were sent again)", r.Reconnects)
 	}
 	row("guest pages", "%d (%s)", r.GuestPages, bytesHuman(r.GuestPages*4096))
 	row("pages owned (non-zero)", "%d", r.PagesOwned)

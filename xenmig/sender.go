@@ -40,7 +40,10 @@ type sender struct {
 	limiter *rate.Limiter
 	counter *counters
 
+	addr         string
+	session      sessionID
 	main, urgent *conn
+	reconnects   atomic.Int64
 	populated    *hypervisor.Bitmap
 	owned        atomic.Uint64 // non-zero pages seen, across phases (for pages_owned)
 	ownedSeen    *claimSet     // gfns counted in owned
@@ -130,7 +133,8 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("domain %s: config: %w", info.Name, err)
 	}
-	s.main, s.urgent, err = s.transport.dial(ctx, addr)
+	s.addr, s.session = addr, newSessionID()
+	s.main, s.urgent, err = s.transport.dial(ctx, addr, s.session, false)
 	if err != nil {
 		return nil, err
 	}
@@ -330,6 +334,7 @@ func (s *sender) fill(res *Result, rep receiverReport) {
 	res.FaultP50US, res.FaultP99US = rep.FaultP50US, rep.FaultP99US
 	res.VCPUBlockedMS = rep.VCPUBlockedMS
 	res.OpsAfter = rep.OpsAfter
+	res.Reconnects = s.reconnects.Load()
 }
 
 // guestReport waits for the destination's word on a simulated guest's final
@@ -410,16 +415,31 @@ func (s *sender) postcopy(ctx context.Context, owed *hypervisor.Bitmap, heat []u
 	}
 	order := newPushOrder(claims, pivots, first)
 	s.progress.set("postcopy", 0, owed.Count())
+	for {
+		err := s.postcopyRound(ctx, claims, order)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || errors.Is(err, ErrAborted) || s.plan.ReconnectTimeout <= 0 {
+			return fmt.Errorf("post-copy: %w", err)
+		}
+		s.log.WithError(err).Warn("connection lost after the switchover; reconnecting to finish the post-copy")
+		if rerr := s.reconnect(ctx, claims, order); rerr != nil {
+			return fmt.Errorf("post-copy: %w; reconnecting failed: %w", err, rerr)
+		}
+	}
+}
 
+// postcopyRound pushes and serves faults over the current connections until
+// the destination confirms every gfn, or a connection breaks.
+func (s *sender) postcopyRound(ctx context.Context, claims *claimSet, order *pushOrder) error {
 	g, gctx := errgroup.WithContext(ctx)
 	var lastFault atomic.Int64
 	lastFault.Store(time.Now().UnixNano())
-	pushDone := make(chan struct{})
 	g.Go(func() error { // demand server on the urgent channel
 		return s.serveFaults(gctx, claims, order, &lastFault)
 	})
 	g.Go(func() error { // background push on the main channel
-		defer close(pushDone)
 		return s.push(gctx, order, &lastFault)
 	})
 	complete := make(chan error, 1)
@@ -428,17 +448,64 @@ func (s *sender) postcopy(ctx context.Context, owed *hypervisor.Bitmap, heat []u
 		complete <- err
 	}()
 	var err error
+	answered := false
 	select {
 	case err = <-complete:
+		answered = true
 	case <-gctx.Done():
-		err = g.Wait()
 	}
-	s.urgent.Close() // ends the demand server
-	<-pushDone
-	if err != nil {
-		return fmt.Errorf("post-copy: %w", err)
+	if answered && err == nil {
+		s.urgent.Close() // ends the demand server
+		return g.Wait()
 	}
-	return nil
+	// Broken: close both connections so that no goroutine stays blocked on
+	// them, then report the first cause.
+	s.main.Close()
+	s.urgent.Close()
+	gerr := g.Wait()
+	if !answered {
+		err = <-complete
+	}
+	if gerr != nil {
+		return gerr
+	}
+	return err
+}
+
+// reconnect reopens the session after a break, learns from the destination
+// which gfns it still lacks, and makes them pushable again: pages that were
+// in flight when the connection broke are sent again.
+func (s *sender) reconnect(ctx context.Context, claims *claimSet, order *pushOrder) error {
+	ctx, cancel := context.WithTimeout(ctx, s.plan.ReconnectTimeout)
+	defer cancel()
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		main, urgent, err := s.transport.dial(ctx, s.addr, s.session, true)
+		if err == nil {
+			body, err := main.expect(wire.TypeResume)
+			var missing *hypervisor.Bitmap
+			if err == nil {
+				missing, err = wire.UnmarshalBitmap(body, claims.n)
+			}
+			if err == nil {
+				s.main, s.urgent = main, urgent
+				s.main.countWrites(&s.counter.bytes)
+				s.urgent.countWrites(&s.counter.bytes)
+				claims.release(missing)
+				order.restart()
+				s.reconnects.Add(1)
+				s.log.WithField("missing", missing.Count()).Info("reconnected; resuming the post-copy")
+				return nil
+			}
+			main.Close()
+			urgent.Close()
+		}
+		s.log.WithError(err).Debug("reconnect attempt failed")
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no reconnection within %v: %w", s.plan.ReconnectTimeout, err)
+		case <-time.After(wait):
+		}
+	}
 }
 
 // push sends every unclaimed gfn, in the order's sequence.

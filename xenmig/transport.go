@@ -6,11 +6,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"net"
-	"os"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xenmig/xenmig/hypervisor"
 	"github.com/xenmig/xenmig/xenmig/internal/wire"
@@ -99,16 +99,24 @@ func (t Transport) dialTimeout() time.Duration {
 	return 10 * time.Second
 }
 
-// dial opens the main and urgent connections of a new session to addr and
-// completes both handshakes.
-func (t Transport) dial(ctx context.Context, addr string) (main, urgent *conn, err error) {
-	var session [16]byte
-	rand.Read(session[:])
-	main, err = t.dialRole(ctx, addr, wire.RoleMain, session)
+// sessionID names a migration's pair of connections, across reconnections.
+type sessionID [16]byte
+
+func newSessionID() sessionID {
+	var id sessionID
+	rand.Read(id[:])
+	return id
+}
+
+// dial opens the main and urgent connections of session id to addr and
+// completes both handshakes; resume reopens a session that broke after the
+// switchover.
+func (t Transport) dial(ctx context.Context, addr string, id sessionID, resume bool) (main, urgent *conn, err error) {
+	main, err = t.dialRole(ctx, addr, wire.RoleMain, id, resume)
 	if err != nil {
 		return nil, nil, err
 	}
-	urgent, err = t.dialRole(ctx, addr, wire.RoleUrgent, session)
+	urgent, err = t.dialRole(ctx, addr, wire.RoleUrgent, id, resume)
 	if err != nil {
 		main.Close()
 		return nil, nil, err
@@ -116,7 +124,7 @@ func (t Transport) dial(ctx context.Context, addr string) (main, urgent *conn, e
 	return main, urgent, nil
 }
 
-func (t Transport) dialRole(ctx context.Context, addr string, role wire.Role, session [16]byte) (*conn, error) {
+func (t Transport) dialRole(ctx context.Context, addr string, role wire.Role, id sessionID, resume bool) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.dialTimeout())
 	defer cancel()
 	d := net.Dialer{}
@@ -142,7 +150,7 @@ func (t Transport) dialRole(ctx context.Context, addr string, role wire.Role, se
 	c := newConn(nc, tcp)
 	deadline, _ := ctx.Deadline()
 	c.SetDeadline(deadline)
-	if err := c.w.Write(wire.TypeHello, wire.Hello{Version: wire.Version, Role: role, Session: session}.Marshal()); err != nil {
+	if err := c.w.Write(wire.TypeHello, wire.Hello{Version: wire.Version, Role: role, Session: id, Resume: resume}.Marshal()); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("hello to %s: %w", addr, err)
 	}
@@ -170,6 +178,10 @@ func (t Transport) dialRole(ctx context.Context, addr string, role wire.Role, se
 	return c, nil
 }
 
+// deadPeer is how long sent data may stay unacknowledged before the
+// connection counts as broken.
+const deadPeer = 10 * time.Second
+
 // socketBuffer is the kernel buffer of each direction of a connection at the
 // start; the main channel's send buffer then follows the link (sendQueue).
 const socketBuffer = 256 << 10
@@ -182,39 +194,45 @@ func tuneSocket(nc net.Conn) *net.TCPConn {
 		return nil
 	}
 	tc.SetNoDelay(true)
-	if os.Getenv("XENMIG_CC") != "" {
-		if raw, err := tc.SyscallConn(); err == nil {
-			raw.Control(func(fd uintptr) {
-				unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, os.Getenv("XENMIG_CC"))
-			})
-		}
-	}
 	tc.SetWriteBuffer(socketBuffer)
 	tc.SetReadBuffer(socketBuffer)
+	// A peer that vanishes without a word (a crash, a cut cable) must end
+	// the connection in seconds, not in TCP's minutes: silence is found by
+	// keepalives, unacknowledged data by TCP_USER_TIMEOUT.
+	tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 2 * time.Second, Interval: time.Second, Count: 5})
+	if raw, err := tc.SyscallConn(); err == nil {
+		raw.Control(func(fd uintptr) {
+			unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(deadPeer.Milliseconds()))
+		})
+	}
 	return tc
 }
 
 // Listener accepts migrations: it pairs each session's main and urgent
-// connections.
+// connections, and hands the connections of a resumed session to the
+// receiver waiting for them.
 type Listener struct {
 	ln        net.Listener
 	transport Transport
 
 	mu       sync.Mutex
-	sessions map[[16]byte]chan *conn // urgent connections awaited by a main
-	mains    chan session
-	err      error // why accepting stopped; set before mains is closed
+	urgents  map[sessionID]chan *conn   // urgent connections awaited by a main
+	resumers map[sessionID]chan pairing // receivers waiting for a session to resume
+	mains    chan pairing               // new sessions
+	err      error                      // why accepting stopped; set before mains is closed
 }
 
-type session struct {
+// pairing is a session's main connection waiting for its urgent one.
+type pairing struct {
 	main   *conn
 	urgent chan *conn
-	id     [16]byte
+	id     sessionID
 }
 
 // Listen starts accepting migrations on ln.
 func Listen(ln net.Listener, t Transport) *Listener {
-	l := &Listener{ln: ln, transport: t, sessions: map[[16]byte]chan *conn{}, mains: make(chan session)}
+	l := &Listener{ln: ln, transport: t, urgents: map[sessionID]chan *conn{},
+		resumers: map[sessionID]chan pairing{}, mains: make(chan pairing)}
 	go l.acceptLoop()
 	return l
 }
@@ -235,6 +253,12 @@ func (l *Listener) acceptLoop() {
 		}
 		go l.handshake(nc)
 	}
+}
+
+// refuse answers a Hello with a refusal and closes c.
+func refuse(c *conn, format string, args ...any) {
+	c.w.Write(wire.TypeHelloAck, wire.MarshalJSON(wire.Ack{Version: wire.Version, Message: fmt.Sprintf(format, args...)}))
+	c.Close()
 }
 
 // handshake answers one connection's Hello and files it by role.
@@ -261,31 +285,44 @@ func (l *Listener) handshake(nc net.Conn) {
 		return
 	}
 	if h.Version != wire.Version {
-		c.w.Write(wire.TypeHelloAck, wire.MarshalJSON(wire.Ack{Version: wire.Version,
-			Message: fmt.Sprintf("receiver speaks protocol version %d, sender %d: upgrade the older side", wire.Version, h.Version)}))
-		c.Close()
+		refuse(c, "receiver speaks protocol version %d, sender %d: upgrade the older side", wire.Version, h.Version)
 		return
 	}
 	c.SetDeadline(time.Time{})
+	id := sessionID(h.Session)
 	switch h.Role {
 	case wire.RoleMain:
-		ch := make(chan *conn, 1)
 		l.mu.Lock()
-		l.sessions[h.Session] = ch
+		deliver, waiting := l.resumers[id]
+		if h.Resume && !waiting {
+			l.mu.Unlock()
+			refuse(c, "no broken migration to resume in this session (yet)")
+			return
+		}
+		ch := make(chan *conn, 1)
+		l.urgents[id] = ch
 		l.mu.Unlock()
 		if err := c.w.Write(wire.TypeHelloAck, wire.MarshalJSON(wire.Ack{OK: true, Version: wire.Version})); err != nil {
 			c.Close()
 			return
 		}
-		l.mains <- session{main: c, urgent: ch, id: h.Session}
+		p := pairing{main: c, urgent: ch, id: id}
+		if !h.Resume {
+			l.mains <- p
+			return
+		}
+		select {
+		case deliver <- p:
+		default:
+			c.Close() // the receiver already has a resumed pair
+		}
 	case wire.RoleUrgent:
 		l.mu.Lock()
-		ch, ok := l.sessions[h.Session]
-		delete(l.sessions, h.Session)
+		ch, ok := l.urgents[id]
+		delete(l.urgents, id)
 		l.mu.Unlock()
 		if !ok {
-			c.w.Write(wire.TypeHelloAck, wire.MarshalJSON(wire.Ack{Version: wire.Version, Message: "urgent channel for an unknown session"}))
-			c.Close()
+			refuse(c, "urgent channel for an unknown session")
 			return
 		}
 		if err := c.w.Write(wire.TypeHelloAck, wire.MarshalJSON(wire.Ack{OK: true, Version: wire.Version})); err != nil {
@@ -298,30 +335,66 @@ func (l *Listener) handshake(nc net.Conn) {
 	}
 }
 
-// accept returns the next session's two connections.
-func (l *Listener) accept(ctx context.Context) (main, urgent *conn, err error) {
+// accept returns the next new session's two connections.
+func (l *Listener) accept(ctx context.Context) (main, urgent *conn, id sessionID, err error) {
 	for {
-		var s session
+		var p pairing
 		var ok bool
 		select {
 		case <-ctx.Done():
-			return nil, nil, ctx.Err()
-		case s, ok = <-l.mains:
+			return nil, nil, id, ctx.Err()
+		case p, ok = <-l.mains:
 			if !ok {
-				return nil, nil, fmt.Errorf("accept: %w", l.err)
+				return nil, nil, id, fmt.Errorf("accept: %w", l.err)
 			}
 		}
-		select {
-		case u := <-s.urgent:
-			return s.main, u, nil
-		case <-time.After(l.transport.dialTimeout()):
-			l.mu.Lock()
-			delete(l.sessions, s.id)
-			l.mu.Unlock()
-			s.main.Close() // the sender never opened its urgent channel
-		case <-ctx.Done():
-			s.main.Close()
-			return nil, nil, ctx.Err()
+		if u, err := l.pair(ctx, p); err == nil {
+			return p.main, u, p.id, nil
+		} else if ctx.Err() != nil {
+			return nil, nil, id, err
 		}
+	}
+}
+
+// awaitResume waits, until ctx is done, for the sender to reopen session id.
+func (l *Listener) awaitResume(ctx context.Context, id sessionID) (main, urgent *conn, err error) {
+	ch := make(chan pairing, 1)
+	l.mu.Lock()
+	l.resumers[id] = ch
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.resumers, id)
+		l.mu.Unlock()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("waiting for the source to reconnect: %w", ctx.Err())
+		case p := <-ch:
+			if u, err := l.pair(ctx, p); err == nil {
+				return p.main, u, nil
+			}
+		}
+	}
+}
+
+// pair waits for p's urgent connection; a sender that never opens it has
+// its main connection closed.
+func (l *Listener) pair(ctx context.Context, p pairing) (*conn, error) {
+	fail := func(err error) (*conn, error) {
+		l.mu.Lock()
+		delete(l.urgents, p.id)
+		l.mu.Unlock()
+		p.main.Close()
+		return nil, err
+	}
+	select {
+	case u := <-p.urgent:
+		return u, nil
+	case <-time.After(l.transport.dialTimeout()):
+		return fail(errors.New("the sender never opened its urgent channel"))
+	case <-ctx.Done():
+		return fail(ctx.Err())
 	}
 }

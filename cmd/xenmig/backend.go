@@ -46,7 +46,14 @@ func (a *app) plan() xenmig.Plan {
 	p.HybridRounds = m.HybridRounds
 	p.Balloon = m.Balloon
 	p.BalloonWait = m.BalloonWait.Duration()
+	p.ReconnectTimeout = m.ReconnectTimeout.Duration()
 	return p
+}
+
+// receiveOptions are the engine options of an incoming migration.
+func (a *app) receiveOptions() []xenmig.Option {
+	return []xenmig.Option{xenmig.WithLogger(a.log.WithField("side", "destination")),
+		xenmig.WithReconnectTimeout(a.cfg.Migration.ReconnectTimeout.Duration())}
 }
 
 // transport builds the connection settings: mutual TLS from [tls], or plain

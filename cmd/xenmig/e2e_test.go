@@ -195,7 +195,7 @@ func TestTwoProcessFailures(t *testing.T) {
 		}, ""},
 		{"version mismatch", func(t *testing.T) string {
 			return testnet.Serve(t, func(c net.Conn) {
-				io.ReadFull(c, make([]byte, 12+29)) // the hello record
+				io.ReadFull(c, make([]byte, 12+30)) // the hello record
 				c.Write(record(2, []byte(`{"ok":false,"version":99,"message":"newer"}`)))
 			})
 		}, "version mismatch"},

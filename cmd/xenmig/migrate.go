@@ -207,29 +207,13 @@ func (a *app) migrate(ctx context.Context, hv hypervisor.Hypervisor, name, addr 
 		if err != nil {
 			return nil, err
 		}
-		if spec.StopAt > 0 {
-			a.log.WithField("steps", spec.StopAt).Info("computing the digest of an unmigrated reference run")
-			d, err := sim.ReferenceDigest(ctx, spec)
-			if err != nil {
-				return nil, withCode(exitFailure, fmt.Errorf("reference run: %w", err))
+		if reference, err = a.bootSimGuest(ctx, h, spec, gf.warmup); err != nil {
+			if ctx.Err() != nil {
+				return nil, withCode(exitNotMoved, err)
 			}
-			reference = &d
-			plan.ReportGuest = true
+			return nil, withCode(exitFailure, err)
 		}
-		dom, err := h.CreateDomain(spec)
-		if err == nil {
-			err = h.Unpause(dom)
-		}
-		if err != nil {
-			return nil, withCode(exitFailure, fmt.Errorf("boot simulated guest %s: %w", name, err))
-		}
-		a.log.WithFields(map[string]any{"domain": name, "memory_pages": spec.MemoryPages,
-			"workload": spec.Workload.Kind, "warmup": gf.warmup}).Info("simulated guest booted")
-		select {
-		case <-time.After(gf.warmup):
-		case <-ctx.Done():
-			return nil, withCode(exitNotMoved, ctx.Err())
-		}
+		plan.ReportGuest = reference != nil
 	}
 	dom, err := hv.Lookup(name)
 	if err != nil {
@@ -258,6 +242,37 @@ func (a *app) migrate(ctx context.Context, hv hypervisor.Hypervisor, name, addr 
 		}
 	}
 	return res, nil
+}
+
+// bootSimGuest boots spec on the simulated host and lets it run for warmup.
+// When the guest runs to an end, it first computes the memory digest of the
+// same run without migration and returns it, for the result to be checked
+// against.
+func (a *app) bootSimGuest(ctx context.Context, h *sim.Host, spec sim.GuestSpec, warmup time.Duration) (*hypervisor.Digest, error) {
+	var reference *hypervisor.Digest
+	if spec.StopAt > 0 {
+		a.log.WithField("steps", spec.StopAt).Info("computing the digest of an unmigrated reference run")
+		d, err := sim.ReferenceDigest(ctx, spec)
+		if err != nil {
+			return nil, fmt.Errorf("reference run of %s: %w", spec.Name, err)
+		}
+		reference = &d
+	}
+	dom, err := h.CreateDomain(spec)
+	if err == nil {
+		err = h.Unpause(dom)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("boot simulated guest %s: %w", spec.Name, err)
+	}
+	a.log.WithFields(map[string]any{"domain": spec.Name, "memory_pages": spec.MemoryPages,
+		"workload": spec.Workload.Kind, "warmup": warmup}).Info("simulated guest booted")
+	select {
+	case <-time.After(warmup):
+		return reference, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("warming up %s: %w", spec.Name, ctx.Err())
+	}
 }
 
 // checkLocalRun follows a simulated guest that a failed migration left

@@ -70,7 +70,7 @@ on port 0 and learn the port.`,
 			emit(receiveEvent{Event: "listening", Addr: l.Addr().String()})
 			a.log.WithField("addr", l.Addr().String()).Info("waiting for migrations")
 			for {
-				inc, err := xenmig.Receive(cmd.Context(), hv, l, xenmig.WithLogger(a.log.WithField("side", "destination")))
+				inc, err := xenmig.Receive(cmd.Context(), hv, l, a.receiveOptions()...)
 				if err != nil {
 					if cmd.Context().Err() != nil {
 						return nil

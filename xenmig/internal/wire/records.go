@@ -29,14 +29,20 @@ func (r Role) String() string {
 }
 
 // Hello opens a connection: the sender's protocol version, the connection's
-// role and the migration's session id, shared by its two connections.
+// role, the migration's session id, shared by its two connections, and
+// flags.
 type Hello struct {
 	Version uint32
 	Role    Role
 	Session [16]byte
+	// Resume reopens a session whose connections broke after the
+	// switchover, to finish its post-copy phase.
+	Resume bool
 }
 
-const helloSize = len(Magic) + 4 + 1 + 16
+const helloSize = len(Magic) + 4 + 1 + 16 + 1
+
+const helloResume = 1 << 0
 
 // Marshal encodes h.
 func (h Hello) Marshal() []byte {
@@ -44,7 +50,12 @@ func (h Hello) Marshal() []byte {
 	b = append(b, Magic...)
 	b = binary.LittleEndian.AppendUint32(b, h.Version)
 	b = append(b, byte(h.Role))
-	return append(b, h.Session[:]...)
+	b = append(b, h.Session[:]...)
+	var flags byte
+	if h.Resume {
+		flags |= helloResume
+	}
+	return append(b, flags)
 }
 
 // UnmarshalHello decodes a Hello. A body without the magic is not xenmig.
@@ -55,8 +66,8 @@ func UnmarshalHello(b []byte) (Hello, error) {
 	if len(b) != helloSize {
 		return Hello{}, fmt.Errorf("hello: %d bytes, want %d: %w", len(b), helloSize, ErrMalformed)
 	}
-	h := Hello{Version: binary.LittleEndian.Uint32(b[8:]), Role: Role(b[12])}
-	copy(h.Session[:], b[13:])
+	h := Hello{Version: binary.LittleEndian.Uint32(b[8:]), Role: Role(b[12]), Resume: b[29]&helloResume != 0}
+	copy(h.Session[:], b[13:29])
 	return h, nil
 }
 
@@ -209,6 +220,32 @@ func UnmarshalConfig(b []byte) (Config, error) {
 	}
 	c.Populated = hypervisor.BitmapFromWords(words, nbits)
 	return c, nil
+}
+
+// MarshalBitmap encodes a gfn bitmap: its length in gfns (u64), then its
+// words (the Resume record's body).
+func MarshalBitmap(b *hypervisor.Bitmap) []byte {
+	out := binary.LittleEndian.AppendUint64(nil, b.Len())
+	for _, w := range b.Words() {
+		out = binary.LittleEndian.AppendUint64(out, w)
+	}
+	return out
+}
+
+// UnmarshalBitmap decodes a gfn bitmap of at most max gfns.
+func UnmarshalBitmap(b []byte, max uint64) (*hypervisor.Bitmap, error) {
+	if len(b) < 8 {
+		return nil, fmt.Errorf("bitmap: short: %w", ErrMalformed)
+	}
+	n := binary.LittleEndian.Uint64(b)
+	if n > max || uint64(len(b)-8) != (n+63)/64*8 {
+		return nil, fmt.Errorf("bitmap of %d gfns in %d bytes: %w", n, len(b)-8, ErrMalformed)
+	}
+	words := make([]uint64, (n+63)/64)
+	for i := range words {
+		words[i] = binary.LittleEndian.Uint64(b[8+8*i:])
+	}
+	return hypervisor.BitmapFromWords(words, n), nil
 }
 
 // MarshalCPU encodes vCPU state: the HVM context, the parameters, the TSC.

@@ -50,6 +50,7 @@ const (
 	TypeStats      Type = 15 // receiver: its measures, after Complete
 	TypeFinished   Type = 16 // sender: source copy destroyed; close
 	TypeGuestFinal Type = 17 // receiver: guest ran to its end; memory digest
+	TypeResume     Type = 18 // receiver, on a resumed session: the gfns it still lacks
 )
 
 var typeNames = map[Type]string{
@@ -58,7 +59,7 @@ var typeNames = map[Type]string{
 	TypeCPU: "cpu", TypeReady: "ready", TypeGo: "go", TypeResumed: "resumed",
 	TypeRequest: "request", TypePushDone: "push-done", TypeComplete: "complete",
 	TypeAbort: "abort", TypeStats: "stats", TypeFinished: "finished",
-	TypeGuestFinal: "guest-final",
+	TypeGuestFinal: "guest-final", TypeResume: "resume",
 }
 
 func (t Type) String() string {

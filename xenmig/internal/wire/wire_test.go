@@ -143,3 +143,28 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+func TestHelloRoundTrip(t *testing.T) {
+	for _, h := range []Hello{
+		{Version: Version, Role: RoleMain, Session: [16]byte{9}},
+		{Version: Version, Role: RoleUrgent, Session: [16]byte{1, 2, 3}, Resume: true},
+	} {
+		got, err := UnmarshalHello(h.Marshal())
+		if err != nil || got != h {
+			t.Errorf("UnmarshalHello(Marshal(%+v)) = %+v, %v", h, got, err)
+		}
+	}
+}
+
+func TestBitmapRoundTrip(t *testing.T) {
+	b := hypervisor.NewBitmap(200)
+	b.Set(0)
+	b.Set(199)
+	got, err := UnmarshalBitmap(MarshalBitmap(b), 200)
+	if err != nil || !reflect.DeepEqual(got.GFNs(), b.GFNs()) {
+		t.Errorf("UnmarshalBitmap(MarshalBitmap(%v)) = %v, %v", b.GFNs(), got, err)
+	}
+	if _, err := UnmarshalBitmap(MarshalBitmap(b), 100); !errors.Is(err, ErrMalformed) {
+		t.Errorf("UnmarshalBitmap of 200 gfns, at most 100 = %v, want ErrMalformed", err)
+	}
+}

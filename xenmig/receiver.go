@@ -55,11 +55,10 @@ type receiver struct {
 	session      sessionID
 	main, urgent *conn
 
-	cfg        wire.Config
-	dom        hypervisor.DomID
-	reconnects int
-	pager      hypervisor.Pager
-	in         *installer
+	cfg   wire.Config
+	dom   hypervisor.DomID
+	pager hypervisor.Pager
+	in    *installer
 }
 
 func (r *receiver) run(ctx context.Context) (*Incoming, error) {
@@ -375,7 +374,6 @@ func (r *receiver) awaitSource(ctx context.Context) error {
 	if err := r.hv.Unpause(r.dom); err != nil {
 		return fmt.Errorf("unpause after reconnecting: %w", err)
 	}
-	r.reconnects++
 	r.log.WithFields(logrus.Fields{"missing": missing.Count(), "waited_on": len(wanted)}).Info("source reconnected; post-copy resumes")
 	return nil
 }

@@ -1,8 +1,6 @@
 package xenmig
 
 import (
-	"errors"
-	"io"
 	"net"
 	"sync/atomic"
 	"time"
@@ -26,12 +24,6 @@ func (c countingConn) Write(b []byte) (int, error) {
 func (c *conn) countWrites(n *atomic.Uint64) {
 	c.Conn = countingConn{c.Conn, n}
 	c.w = wire.NewWriter(c.Conn)
-}
-
-// isClosed reports whether err means the connection was closed, by us or
-// cleanly by the peer.
-func isClosed(err error) bool {
-	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF)
 }
 
 // queueBudget is how long a page the push has already claimed may wait

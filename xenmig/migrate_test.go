@@ -363,3 +363,26 @@ func TestReconnectAfterSwitchover(t *testing.T) {
 		})
 	}
 }
+
+// TestDemandOnlyCompletes: a guest that never stops faulting does not keep
+// demand-only paging from completing: after DemandMax the rest is pushed.
+func TestDemandOnlyCompletes(t *testing.T) {
+	spec := guest("busy-forever", sim.Stress, 0) // no end: it faults as long as pages are missing
+	spec.Workload.Rate = 50000
+	dst := receiveOne(t, xenmig.Transport{})
+	src := sim.NewHost()
+	defer src.Close()
+	dom := boot(t, src, spec, 1000)
+	p := plan(xenmig.PostCopy, xenmig.PushDemand)
+	p.ReportGuest = false
+	p.DemandIdle, p.DemandMax = time.Hour, 300*time.Millisecond
+	res, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, p)
+	dst.wait(t)
+	if err != nil || dst.err != nil {
+		t.Fatalf("Migrate() = %v; Receive() = %v", err, dst.err)
+	}
+	if res.PagesSent != res.PagesOwned || res.PhasePages["push"] == 0 {
+		t.Errorf("pages sent %d (push %d), owned %d: want every owned page once, the rest pushed after DemandMax",
+			res.PagesSent, res.PhasePages["push"], res.PagesOwned)
+	}
+}

@@ -28,7 +28,9 @@ type Push string
 // Push orders.
 const (
 	// PushDemand sends pages only when the guest faults on them; the rest
-	// follows in order once the guest has gone DemandIdle without a fault.
+	// follows in order once the guest has gone DemandIdle without a fault,
+	// or DemandMax after the switchover at the latest: a busy guest never
+	// stops faulting, and demand paging alone would never complete.
 	PushDemand Push = "demand"
 	// PushSequential pushes in ascending gfn order.
 	PushSequential Push = "sequential"
@@ -62,8 +64,9 @@ type Plan struct {
 	// 0 switches when the dirty set stops shrinking (at most PrecopyMaxRounds).
 	HybridRounds int
 	// DemandIdle is how long demand-only paging waits without a fault
-	// before it sends what is left in order.
-	DemandIdle time.Duration
+	// before it sends what is left in order; DemandMax bounds the whole
+	// demand-only phase.
+	DemandIdle, DemandMax time.Duration
 	// Balloon asks the guest's self-ballooning agent to squeeze before the
 	// copy, waiting at most BalloonWait for its answer.
 	Balloon     bool
@@ -93,6 +96,7 @@ func DefaultPlan() Plan {
 		PrecopyMaxFactor:      3,
 		HybridRounds:          2,
 		DemandIdle:            time.Second,
+		DemandMax:             10 * time.Second,
 		BalloonWait:           10 * time.Second,
 		ReconnectTimeout:      time.Minute,
 		ThroughputSample:      250 * time.Millisecond,

@@ -209,6 +209,7 @@ func (a *app) bench(ctx context.Context, b conf.BenchConfig, m benchMatrix, warm
 	}
 	var cells []benchreport.Cell
 	var objs []map[string]any
+	var failures []error
 	total := len(m.methods) * len(m.workloads) * len(m.sizes) * m.reps
 	n := 0
 	for _, size := range m.sizes {
@@ -226,12 +227,20 @@ func (a *app) bench(ctx context.Context, b conf.BenchConfig, m benchMatrix, warm
 						if ctx.Err() != nil {
 							return withCode(exitFailure, ctx.Err())
 						}
-						return withCode(exitFailure, fmt.Errorf("%s, %s guest, repetition %d: %w", key.Label(), size, rep+1, err))
+						// One failed run does not lose the others: it is
+						// reported, and the matrix goes on.
+						err = fmt.Errorf("%s, %s, %s guest, repetition %d: %w", key.Label(), w.name, size, rep+1, err)
+						a.log.WithError(err).Error("benchmark run failed")
+						failures = append(failures, err)
+						continue
 					}
 					results = append(results, res)
 					runs = append(runs, benchreport.Run{TotalMS: res.TotalMS, DowntimeMS: res.DowntimeMS, PagesOwned: res.PagesOwned,
 						PagesSent: res.PagesSent, BytesSent: res.BytesSent, NetworkFaults: res.NetworkFaults,
 						FaultP50US: res.FaultP50US, FaultP99US: res.FaultP99US, OpsBefore: res.OpsBefore, OpsDuring: res.OpsDuring})
+				}
+				if len(runs) == 0 {
+					continue // every repetition failed: in failures
 				}
 				cell, err := benchreport.Aggregate(key, b.Rate.BitsPerSecond(), runs)
 				if err != nil {
@@ -252,14 +261,21 @@ func (a *app) bench(ctx context.Context, b conf.BenchConfig, m benchMatrix, warm
 				return err
 			}
 		}
-		return nil
+	} else {
+		if err := benchreport.WriteTable(os.Stdout, cells); err != nil {
+			return err
+		}
+		fmt.Printf("\nCSV and charts in %s\n", b.Out)
 	}
-	if err := benchreport.WriteTable(os.Stdout, cells); err != nil {
-		return err
+	if len(failures) > 0 {
+		return withCode(exitFailure, fmt.Errorf("%d of %d benchmark runs failed:\n%w", len(failures), total, errors.Join(failures...)))
 	}
-	fmt.Printf("\nCSV and charts in %s\n", b.Out)
 	return nil
 }
+
+// benchRunTimeout bounds one migration of the benchmark, so that a stuck
+// one is reported instead of stalling the matrix.
+const benchRunTimeout = 5 * time.Minute
 
 // benchRun runs one migration in namespace A and returns its result.
 func (a *app) benchRun(ctx context.Context, lab *netlab.Lab, self, dest string, meth benchMethod, w benchWorkload, size conf.Size, warmup time.Duration) (*xenmig.Result, error) {
@@ -281,6 +297,8 @@ func (a *app) benchRun(ctx context.Context, lab *netlab.Lab, self, dest string, 
 	if w.writePercent >= 0 {
 		args = append(args, "--sim-write-percent", fmt.Sprint(w.writePercent))
 	}
+	ctx, cancel := context.WithTimeout(ctx, benchRunTimeout)
+	defer cancel()
 	var stdout, stderr bytes.Buffer
 	c := lab.Command(ctx, netlab.A, self, args...)
 	c.Stdout, c.Stderr = &stdout, &stderr

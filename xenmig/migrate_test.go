@@ -386,3 +386,46 @@ func TestDemandOnlyCompletes(t *testing.T) {
 			res.PagesSent, res.PhasePages["push"], res.PagesOwned)
 	}
 }
+
+// TestForeignMappingFault: a backend mapping a page the destination does not
+// have yet (a foreign read of a paged-out gfn) raises a request that is
+// served like a guest fault, counted apart, and answered, so the ring keeps
+// its slots.
+func TestForeignMappingFault(t *testing.T) {
+	spec := guest("foreign", sim.Idle, 3000)
+	dst := receiveOne(t, xenmig.Transport{})
+	src := sim.NewHost()
+	defer src.Close()
+	dom := boot(t, src, spec, 100)
+	p := plan(xenmig.PostCopy, xenmig.PushSequential)
+	p.Bandwidth = 10 << 20 // a post-copy of about a second
+	mapped := make(chan error, 1)
+	go func() { // a "backend" on the destination maps the highest used page
+		page := make([]byte, hypervisor.PageSize)
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			d, err := dst.host.Lookup(spec.Name)
+			if err != nil {
+				continue
+			}
+			if err := dst.host.ReadPages(d, []hypervisor.GFN{hypervisor.GFN(spec.UsedPages - 1)}, page); errors.Is(err, hypervisor.ErrPaged) {
+				mapped <- nil
+				return
+			}
+		}
+		mapped <- errors.New("never saw the page paged out")
+	}()
+	res, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, p)
+	if err != nil {
+		t.Fatalf("Migrate() = %v", err)
+	}
+	dst.wait(t)
+	if err := <-mapped; err != nil {
+		t.Fatal(err)
+	}
+	if res.ForeignFaults == 0 {
+		t.Errorf("foreign_faults = 0, want the backend's mapping counted")
+	}
+	if want := reference(t, spec); res.Digest != want.String() {
+		t.Errorf("digest = %s, want %s", res.Digest, want)
+	}
+}

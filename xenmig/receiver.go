@@ -266,6 +266,7 @@ func (r *receiver) switchover(ctx context.Context, mode Mode, prepMS float64) (*
 			return nil, r.lost(fmt.Errorf("detach pager: %w", err))
 		}
 		rep.NetworkFaults, rep.LocalFaults = r.in.networkFaults.Load(), r.in.localFaults.Load()
+		rep.ForeignFaults = r.in.foreignFaults.Load()
 		lat := r.in.latencies()
 		rep.FaultP50US, rep.FaultP99US = percentile(lat, 50), percentile(lat, 99)
 	}
@@ -542,7 +543,7 @@ type installer struct {
 	stagedMu sync.Mutex
 	staged   map[hypervisor.GFN][]byte
 
-	networkFaults, localFaults atomic.Uint64
+	networkFaults, localFaults, foreignFaults atomic.Uint64
 }
 
 type waiter struct {
@@ -636,6 +637,9 @@ func (in *installer) fault(reqs []hypervisor.Request) ([]hypervisor.GFN, error) 
 		if uint64(q.GFN) >= in.installed.Len() || !in.owed.Test(q.GFN) {
 			resume = append(resume, q) // not memory the source owes us
 			continue
+		}
+		if q.Flags&hypervisor.FlagForeign != 0 {
+			in.foreignFaults.Add(1) // a backend or the device model mapped a missing page
 		}
 		// Every request is answered exactly once, paused vCPU or not: the
 		// ring frees a slot per response.

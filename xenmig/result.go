@@ -37,6 +37,7 @@ type Result struct {
 
 	NetworkFaults uint64    `json:"network_faults"` // guest faults that needed a page from the source
 	LocalFaults   uint64    `json:"local_faults"`   // faults served from pages already on the destination
+	ForeignFaults uint64    `json:"foreign_faults"` // of all faults, those raised by foreign mappings (backends, device model)
 	FaultP50US    float64   `json:"fault_p50_us"`
 	FaultP99US    float64   `json:"fault_p99_us"`
 	VCPUBlockedMS []float64 `json:"vcpu_blocked_ms,omitempty"`
@@ -62,6 +63,7 @@ type receiverReport struct {
 	ResumeMS      float64   `json:"resume_ms"`
 	NetworkFaults uint64    `json:"network_faults"`
 	LocalFaults   uint64    `json:"local_faults"`
+	ForeignFaults uint64    `json:"foreign_faults"`
 	FaultP50US    float64   `json:"fault_p50_us"`
 	FaultP99US    float64   `json:"fault_p99_us"`
 	VCPUBlockedMS []float64 `json:"vcpu_blocked_ms,omitempty"`
@@ -126,7 +128,7 @@ func (r *Result) WriteTable(w io.Writer) error {
 		row("pages by phase", "%s", strings.Join(phases, ", "))
 	}
 	if r.Mode != PreCopy {
-		row("network faults", "%d (local %d)", r.NetworkFaults, r.LocalFaults)
+		row("network faults", "%d (local %d, foreign mappings %d)", r.NetworkFaults, r.LocalFaults, r.ForeignFaults)
 		row("fault latency p50 / p99", "%.0f / %.0f us", r.FaultP50US, r.FaultP99US)
 	}
 	if len(r.VCPUBlockedMS) > 0 {

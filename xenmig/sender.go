@@ -330,7 +330,7 @@ func (s *sender) fill(res *Result, rep receiverReport) {
 	res.ZeroPagesSkipped = s.counter.zero.Load()
 	res.PagesOwned = s.owned.Load()
 	res.ResumeMS = rep.ResumeMS
-	res.NetworkFaults, res.LocalFaults = rep.NetworkFaults, rep.LocalFaults
+	res.NetworkFaults, res.LocalFaults, res.ForeignFaults = rep.NetworkFaults, rep.LocalFaults, rep.ForeignFaults
 	res.FaultP50US, res.FaultP99US = rep.FaultP50US, rep.FaultP99US
 	res.VCPUBlockedMS = rep.VCPUBlockedMS
 	res.OpsAfter = rep.OpsAfter

@@ -76,14 +76,16 @@ type Agent struct {
 	store   Store // nil: no xenstore, self-ballooning only
 	log     logrus.FieldLogger
 
-	ceiling   uint64
-	mode      mode
-	squeezeV  string    // the ControlKey value being served
-	deadline  time.Time // end of the bounded wait for the squeeze
-	heldSince time.Time // when the squeeze was acknowledged
-	poll      *time.Ticker
-	target    uint64            // last target set or found
-	written   map[string]string // xenstore values last written
+	ceiling    uint64
+	mode       mode
+	squeezeV   string    // the ControlKey value being served
+	deadline   time.Time // end of the bounded wait for the squeeze
+	lowest     uint64    // smallest current_kb seen while squeezing
+	progressAt time.Time // when current_kb last went down
+	heldSince  time.Time // when the squeeze was acknowledged
+	poll       *time.Ticker
+	target     uint64            // last target set or found
+	written    map[string]string // xenstore values last written
 }
 
 // NewAgent checks cfg and returns an agent over the given balloon, meminfo
@@ -288,6 +290,7 @@ func (a *Agent) startSqueeze(v string) {
 	a.mode = modeSqueezing
 	a.squeezeV = v
 	a.deadline = time.Now().Add(a.cfg.SqueezeTimeout)
+	a.lowest, a.progressAt = 0, time.Now()
 	a.report(KeyState, StateSqueezing)
 	a.tick()
 	a.stopPoll()
@@ -295,8 +298,13 @@ func (a *Agent) startSqueeze(v string) {
 	a.checkSqueeze()
 }
 
+// squeezeStall is how long current_kb may stop going down before a squeeze
+// is acknowledged anyway: a busy guest allocates as fast as the balloon
+// frees, and waiting longer only delays the migration.
+const squeezeStall = 500 * time.Millisecond
+
 // checkSqueeze acknowledges the squeeze once the balloon has reached its
-// target or the bounded wait is over.
+// target, has stopped shrinking, or the bounded wait is over.
 func (a *Agent) checkSqueeze() {
 	if a.mode != modeSqueezing {
 		a.stopPoll()
@@ -304,12 +312,21 @@ func (a *Agent) checkSqueeze() {
 	}
 	cur, err := a.balloon.CurrentKiB()
 	reached := err == nil && cur <= a.target
-	if !reached && time.Now().Before(a.deadline) {
+	now := time.Now()
+	if err == nil && (a.lowest == 0 || cur < a.lowest) {
+		a.lowest, a.progressAt = cur, now // still shrinking
+	}
+	stalled := now.Sub(a.progressAt) >= squeezeStall
+	if !reached && !stalled && now.Before(a.deadline) {
 		return
 	}
 	a.stopPoll()
 	result := ResultReached
-	if !reached {
+	switch {
+	case reached:
+	case now.Before(a.deadline):
+		result = ResultStalled
+	default:
 		result = ResultTimeout
 	}
 	if err != nil {

@@ -292,6 +292,27 @@ func TestAgentSqueezeTimeout(t *testing.T) {
 	}
 }
 
+// TestAgentSqueezeStalled: a balloon that stops shrinking (a busy guest
+// allocating as fast as it frees) is acknowledged after squeezeStall, long
+// before the bounded wait, so the migration does not wait for nothing.
+func TestAgentSqueezeStalled(t *testing.T) {
+	cfg := testConfig()
+	cfg.SqueezeTimeout = time.Minute
+	r := newRig(t, cfg, 300000, true)
+	r.waitFor("steady state", func() bool { return r.sysfs("info/current_kb") == 365536 })
+	r.kernel.stall.Store(true)
+
+	start := time.Now()
+	r.control("squeeze mig-s")
+	r.waitFor("squeeze ack", func() bool { return r.key(KeyAck) == "squeeze mig-s" })
+	if d := time.Since(start); d < squeezeStall || d > cfg.SqueezeTimeout/2 {
+		t.Errorf("acked after %v, want about the %v stall bound", d, squeezeStall)
+	}
+	if got := r.key(KeyResult); got != ResultStalled {
+		t.Errorf("result = %q, want %q", got, ResultStalled)
+	}
+}
+
 func TestAgentCancelDuringSqueeze(t *testing.T) {
 	r := newRig(t, testConfig(), 300000, true)
 	r.waitFor("steady state", func() bool { return r.sysfs("info/current_kb") == 365536 })

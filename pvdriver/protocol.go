@@ -73,6 +73,7 @@ const (
 const (
 	ResultReached = "reached" // current_kb reached the squeeze target
 	ResultTimeout = "timeout" // the bounded wait ran out first; squeezed_kb says how far it got
+	ResultStalled = "stalled" // the balloon stopped shrinking (the guest allocates as fast as it frees); squeezed_kb says how far it got
 )
 
 // ParseControl splits a ControlKey value into command and token.

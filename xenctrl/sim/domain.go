@@ -56,8 +56,8 @@ type domain struct {
 	created    time.Time         // start of the TSC's elapsed time
 
 	balloonKick chan struct{}
-	balloonGoal uint64 // the balloon driver's target, pages; under mu
-	balloonSet  bool   // balloonGoal has been set since boot
+	balloonGoal uint64             // the balloon driver's target, pages; under mu
+	balloonSet  bool               // balloonGoal has been set since boot
 	stopBalloon context.CancelFunc // ends the balloon driver's watch
 	wg          sync.WaitGroup     // vCPU and balloon goroutines
 }

@@ -54,6 +54,7 @@ func migrateOnce(b *testing.B, spec sim.GuestSpec, push xenmig.Push) *xenmig.Res
 	dom := boot(b, src, spec, 100)
 	p := xenmig.DefaultPlan()
 	p.Push = push
+	p.ThroughputSample = 0 // not part of the migration
 	b.StartTimer()
 	res, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, p)
 	if err != nil {

@@ -118,6 +118,17 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 			if err != nil {
 				return nil, undo(err)
 			}
+		case wire.TypeLayout:
+			now, err := wire.UnmarshalBitmap(body, r.cfg.Populated.Len())
+			if err == nil && now.Len() != r.cfg.Populated.Len() {
+				err = fmt.Errorf("layout of %d gfns, config %d: %w", now.Len(), r.cfg.Populated.Len(), wire.ErrMalformed)
+			}
+			if err == nil {
+				err = r.relayout(now)
+			}
+			if err != nil {
+				return nil, undo(fmt.Errorf("layout at pause: %w", err))
+			}
 		case wire.TypeOwed:
 			gfns, err := wire.UnmarshalGFNs(body)
 			if err != nil || r.in == nil {
@@ -190,8 +201,17 @@ func (r *receiver) prepare(paging bool) error {
 		}
 		return fmt.Errorf("enable paging: %w", err)
 	}
+	if err := r.pageOut(want); err != nil {
+		return err
+	}
+	r.in = newInstaller(r.pager, want)
+	return nil
+}
+
+// pageOut nominates and evicts every gfn of set: each first touch will fault.
+func (r *receiver) pageOut(set *hypervisor.Bitmap) error {
 	var evictErr error
-	want.ForEach(func(g hypervisor.GFN) {
+	set.ForEach(func(g hypervisor.GFN) {
 		if evictErr != nil {
 			return
 		}
@@ -201,10 +221,42 @@ func (r *receiver) prepare(paging bool) error {
 			evictErr = fmt.Errorf("evict gfn %#x: %w", uint64(g), err)
 		}
 	})
-	if evictErr != nil {
-		return evictErr
+	return evictErr
+}
+
+// relayout matches the shell to the source's layout at its pause: gfns the
+// guest's balloon gave back since the preparation are released (and no
+// longer owed); gfns it took again are populated and, in post-copy, paged
+// out like the others. Only the few that changed are touched, in the
+// downtime.
+func (r *receiver) relayout(now *hypervisor.Bitmap) error {
+	removed := r.cfg.Populated.Clone()
+	removed.AndNot(now)
+	added := now.Clone()
+	added.AndNot(r.cfg.Populated)
+	if gfns := removed.GFNs(); len(gfns) > 0 {
+		if err := r.hv.Depopulate(r.dom, gfns); err != nil {
+			return fmt.Errorf("release %d gfns ballooned out since the preparation: %w", len(gfns), err)
+		}
+		if r.in != nil {
+			r.in.forget(gfns)
+		}
 	}
-	r.in = newInstaller(r.pager, want)
+	if gfns := added.GFNs(); len(gfns) > 0 {
+		if err := r.hv.Populate(r.dom, gfns); err != nil {
+			return fmt.Errorf("populate %d gfns ballooned in since the preparation: %w", len(gfns), err)
+		}
+		if r.pager != nil {
+			if err := r.pageOut(added); err != nil {
+				return err
+			}
+		}
+	}
+	r.log.WithFields(logrus.Fields{"released": removed.Count(), "populated": added.Count()}).Debug("layout at pause")
+	r.cfg.Populated = now
+	if r.in != nil {
+		r.in.setOwed(now)
+	}
 	return nil
 }
 
@@ -559,6 +611,16 @@ func newInstaller(p hypervisor.Pager, want *hypervisor.Bitmap) *installer {
 		close(in.done)
 	}
 	return in
+}
+
+// setOwed makes owed the set of gfns to install, before the switchover.
+func (in *installer) setOwed(owed *hypervisor.Bitmap) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.owed, in.total = owed, owed.Count()
+	if in.total == 0 && !in.complete() {
+		close(in.done)
+	}
 }
 
 // stage keeps a pre-copy batch until the switchover.

@@ -228,6 +228,18 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	}
 	s.log.Info("domain paused")
 
+	// The guest ran since the layout was read: its balloon may have given
+	// gfns back or taken some again. The destination matches the layout
+	// at the pause, and only that is owed.
+	now, err := s.hv.Populated(s.dom)
+	if err != nil {
+		return nil, undo(fmt.Errorf("layout at pause: %w", err))
+	}
+	if err := s.main.w.Write(wire.TypeLayout, wire.MarshalBitmap(now)); err != nil {
+		return nil, undo(fmt.Errorf("send the layout at pause: %w", err))
+	}
+	s.populated = now
+
 	owed := s.populated
 	if logDirty {
 		final, err := s.hv.DirtyLog(s.dom, true)

@@ -51,6 +51,7 @@ const (
 	TypeFinished   Type = 16 // sender: source copy destroyed; close
 	TypeGuestFinal Type = 17 // receiver: guest ran to its end; memory digest
 	TypeResume     Type = 18 // receiver, on a resumed session: the gfns it still lacks
+	TypeLayout     Type = 19 // sender, once paused: the populated gfns now
 )
 
 var typeNames = map[Type]string{
@@ -59,7 +60,7 @@ var typeNames = map[Type]string{
 	TypeCPU: "cpu", TypeReady: "ready", TypeGo: "go", TypeResumed: "resumed",
 	TypeRequest: "request", TypePushDone: "push-done", TypeComplete: "complete",
 	TypeAbort: "abort", TypeStats: "stats", TypeFinished: "finished",
-	TypeGuestFinal: "guest-final", TypeResume: "resume",
+	TypeGuestFinal: "guest-final", TypeResume: "resume", TypeLayout: "layout",
 }
 
 func (t Type) String() string {

@@ -38,14 +38,15 @@ const (
 )
 
 // sendQueue sizes the main connection's send buffer to queueBudget at the
-// rate the link is measured to carry: about 30 KiB on a Gigabit link, a few
-// MiB on loopback. A buffer too small for the link raises the rate it
+// best rate the link was measured to carry: about 30 KiB on a Gigabit link,
+// a few MiB on loopback. A buffer too small for the link raises the rate it
 // measures, so it grows until the link, not the buffer, is the limit.
 type sendQueue struct {
 	tcp   *net.TCPConn
 	since time.Time
 	bytes int
 	size  int
+	peak  float64 // best rate measured, bytes per second
 }
 
 func newSendQueue(tcp *net.TCPConn) *sendQueue {
@@ -66,7 +67,11 @@ func (q *sendQueue) sent(n int) {
 	if el < 20*time.Millisecond {
 		return
 	}
-	want := int(float64(q.bytes) / el.Seconds() * queueBudget.Seconds())
+	// Size to the best rate seen: a buffer sized to a rate that the
+	// buffer's own smallness (or a busy receiver) held down would shrink
+	// itself into a spiral.
+	q.peak = max(q.peak, float64(q.bytes)/el.Seconds())
+	want := int(q.peak * queueBudget.Seconds())
 	want = min(max(want, minSendBuffer), maxSendBuffer)
 	if want > q.size*5/4 || want < q.size*3/4 {
 		q.tcp.SetWriteBuffer(want)

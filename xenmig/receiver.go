@@ -273,6 +273,20 @@ func (r *receiver) precopyPages(p wire.Pages) error {
 	if r.in != nil {
 		return fmt.Errorf("unstaged pages before the switchover in post-copy: %w", wire.ErrMalformed)
 	}
+	// The guest may have ballooned gfns in since the preparation: back
+	// them before writing (the layout at the pause settles the rest).
+	var fresh []hypervisor.GFN
+	for _, g := range p.GFNs {
+		if uint64(g) < r.cfg.Populated.Len() && !r.cfg.Populated.Test(g) {
+			fresh = append(fresh, g)
+			r.cfg.Populated.Set(g)
+		}
+	}
+	if len(fresh) > 0 {
+		if err := r.hv.Populate(r.dom, fresh); err != nil {
+			return fmt.Errorf("populate %d gfns ballooned in since the preparation: %w", len(fresh), err)
+		}
+	}
 	data := expand(p)
 	if err := r.hv.WritePages(r.dom, p.GFNs, data); err != nil {
 		return fmt.Errorf("write %d pages: %w", len(p.GFNs), err)

@@ -388,7 +388,14 @@ func (s *sender) precopy(ctx context.Context, heat []uint8) (*hypervisor.Bitmap,
 		if err != nil {
 			return nil, round, fmt.Errorf("pre-copy round %d: dirty log: %w", round, err)
 		}
-		dirty.And(s.populated)
+		// Only what is populated now can be read: the guest's balloon may
+		// have moved since the layout was read. A gfn it gives back and
+		// takes again is dirtied by that, so it comes round again.
+		pop, err := s.hv.Populated(s.dom)
+		if err != nil {
+			return nil, round, fmt.Errorf("pre-copy round %d: layout: %w", round, err)
+		}
+		dirty.And(pop)
 		n := dirty.Count()
 		if heat != nil {
 			dirty.ForEach(func(g hypervisor.GFN) {

@@ -71,9 +71,7 @@ func checkGuestReport(name string, info hypervisor.DomainInfo) *GuestReport {
 	g := &GuestReport{Name: name, Found: true, Info: &info, Pageable: true}
 	if err := CheckGuest(info); err != nil {
 		g.Pageable = false
-		for _, line := range strings.Split(err.Error(), "\n") {
-			g.Problems = append(g.Problems, line)
-		}
+		g.Problems = append(g.Problems, strings.Split(err.Error(), "\n")...)
 	}
 	g.Warnings = GuestWarnings(info)
 	return g

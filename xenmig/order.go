@@ -28,10 +28,6 @@ func (c *claimSet) claim(g hypervisor.GFN) bool {
 	return c.words[g/64].Or(bit)&bit == 0
 }
 
-func (c *claimSet) test(g hypervisor.GFN) bool {
-	return uint64(g) < c.n && c.words[g/64].Load()&(1<<(g%64)) != 0
-}
-
 // release unmarks every gfn of set, so they can be claimed (and sent) again.
 func (c *claimSet) release(set *hypervisor.Bitmap) {
 	for i, w := range set.Words() {

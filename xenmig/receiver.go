@@ -380,8 +380,8 @@ func (r *receiver) serve(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil || errors.Is(err, ErrAborted) || r.options.reconnect <= 0 {
-			return err
+		if ctx.Err() != nil || errors.Is(err, ErrAborted) || errors.Is(err, wire.ErrMalformed) || r.options.reconnect <= 0 {
+			return err // a protocol violation is not mended by reconnecting
 		}
 		r.log.WithError(err).Warn("connection to the source lost after the switchover; domain paused, waiting for the source to reconnect")
 		if rerr := r.awaitSource(ctx); rerr != nil {
@@ -509,6 +509,13 @@ func (r *receiver) readPages(ctx context.Context, c *conn, name string, stop <-c
 		case wire.TypePushDone:
 			r.log.Debug("source finished pushing")
 			if c == r.main {
+				// Every pushed page came before this record; what is
+				// neither here, staged nor asked for will never come.
+				if n, first := r.in.unsent(); n > 0 {
+					err := fmt.Errorf("source finished pushing with %d owed gfns never sent (first %#x): %w", n, uint64(first), wire.ErrMalformed)
+					c.w.Write(wire.TypeAbort, abortRecord(err)) // so that it does not reconnect
+					return err
+				}
 				return nil // the rest of the main channel is read by run
 			}
 		case wire.TypeAbort:
@@ -830,6 +837,25 @@ func (in *installer) missing() (*hypervisor.Bitmap, []hypervisor.GFN) {
 		}
 	}
 	return m, wanted
+}
+
+// unsent counts the owed gfns neither installed, staged nor asked for, and
+// returns the first of them.
+func (in *installer) unsent() (n uint64, first hypervisor.GFN) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	m := in.owed.Clone()
+	m.AndNot(in.installed)
+	m.AndNot(in.requested)
+	in.stagedMu.Lock() // under mu, as a staged page becomes requested under it
+	for g := range in.staged {
+		m.Clear(g)
+	}
+	in.stagedMu.Unlock()
+	if gfns := m.GFNs(); len(gfns) > 0 {
+		return uint64(len(gfns)), gfns[0]
+	}
+	return 0, 0
 }
 
 // complete reports whether every owed gfn is installed.

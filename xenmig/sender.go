@@ -164,6 +164,15 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	if s.plan.Balloon {
 		cancelBalloon = s.squeeze(ctx)
 	}
+	if s.plan.Mode != PostCopy {
+		// Before the layout is read: a gfn the guest's balloon takes again
+		// after that read, and the guest then writes, must show in a
+		// dirty log, or it is never sent.
+		if err := s.hv.EnableLogDirty(s.dom); err != nil {
+			return nil, undo(fmt.Errorf("enable log-dirty: %w", err))
+		}
+		logDirty = true
+	}
 	maxGFN, err := s.hv.MaxGFN(s.dom)
 	if err != nil {
 		return nil, undo(fmt.Errorf("domain %s: %w", info.Name, err))
@@ -200,11 +209,7 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	var roundsStart time.Time
 	var roundsOps uint64
 	var dirty *hypervisor.Bitmap
-	if s.plan.Mode != PostCopy {
-		if err := s.hv.EnableLogDirty(s.dom); err != nil {
-			return nil, undo(fmt.Errorf("enable log-dirty: %w", err))
-		}
-		logDirty = true
+	if logDirty {
 		if s.plan.Push == PushWorkingSet {
 			heat = make([]uint8, uint64(maxGFN)+1)
 		}
@@ -381,7 +386,7 @@ func (s *sender) precopy(ctx context.Context, heat []uint8) (*hypervisor.Bitmap,
 	prev := ^uint64(0)
 	for round := 1; ; round++ {
 		s.progress.set("precopy", round, toSend.Count())
-		if err := s.sendSet(ctx, toSend, flags, "precopy"); err != nil {
+		if err := s.sendSet(ctx, toSend, flags, phasePrecopy); err != nil {
 			return nil, round, err
 		}
 		dirty, err := s.hv.DirtyLog(s.dom, true)
@@ -405,7 +410,7 @@ func (s *sender) precopy(ctx context.Context, heat []uint8) (*hypervisor.Bitmap,
 			})
 		}
 		s.log.WithFields(logrus.Fields{"round": round, "sent": toSend.Count(), "dirty": n}).Info("pre-copy round")
-		sent := s.counter.snapshot(&s.counter.phaseBytes)["precopy"]
+		sent := s.counter.snapshot(&s.counter.phaseBytes)[phasePrecopy]
 		switch {
 		case n <= uint64(s.plan.PrecopyDirtyThreshold),
 			round >= maxRounds,
@@ -604,6 +609,9 @@ func (s *sender) serveFaults(ctx context.Context, claims *claimSet, order *pushO
 	}
 }
 
+// phasePrecopy names the pages sent while the guest still runs here.
+const phasePrecopy = "precopy"
+
 // sendSet sends every gfn of set in ascending order on the main channel.
 func (s *sender) sendSet(ctx context.Context, set *hypervisor.Bitmap, flags wire.PageFlags, phase string) error {
 	sc := newScratch(s.plan.BatchPages)
@@ -642,8 +650,23 @@ var zeroPage [hypervisor.PageSize]byte
 // c, zero pages as flags only.
 func (s *sender) sendPages(ctx context.Context, c *conn, sc *scratch, gfns []hypervisor.GFN, flags wire.PageFlags, phase string) error {
 	buf := sc.pages[:len(gfns)*hypervisor.PageSize]
-	if err := s.hv.ReadPages(s.dom, gfns, buf); err != nil {
-		return fmt.Errorf("read pages: %w", err)
+	for {
+		err := s.hv.ReadPages(s.dom, gfns, buf)
+		if err == nil {
+			break
+		}
+		var pe *hypervisor.PageError
+		if phase != phasePrecopy || !errors.As(err, &pe) || !errors.Is(pe.Err, hypervisor.ErrNotPopulated) {
+			return fmt.Errorf("read pages: %w", err)
+		}
+		// The guest runs: its balloon gave pe.GFN back since the set was
+		// made. Giving it back dirtied it, so a later round or the layout
+		// at the pause settles it; the rest of the batch goes now.
+		gfns = slices.DeleteFunc(gfns, func(g hypervisor.GFN) bool { return g == pe.GFN })
+		if len(gfns) == 0 {
+			return nil
+		}
+		buf = buf[:len(gfns)*hypervisor.PageSize]
 	}
 	zero := sc.zero[:len(gfns)]
 	data := buf[:0]

@@ -34,7 +34,8 @@ the same guest run without migration, which proves nothing was lost.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			a.cfg.Backend = conf.BackendSim
 			a.cfg.TLS.InsecurePlaintext = true // both ends are on loopback
-			if err := pf.apply(a); err != nil {
+			plan, err := pf.plan(a)
+			if err != nil {
 				return err
 			}
 			if gf.run <= 0 {
@@ -47,7 +48,7 @@ the same guest run without migration, which proves nothing was lost.`,
 			}
 			hv := sim.NewHost(sim.WithNotifyLatency(a.cfg.Sim.NotifyLatency.Duration()))
 			defer hv.Close()
-			res, err := a.migrate(ctx, hv, "demo", addr, xenmig.Transport{}, &gf, pf.json)
+			res, err := a.migrate(ctx, hv, plan, "demo", addr, xenmig.Transport{}, &gf, pf.json)
 			if werr := wait(); werr != nil && err == nil {
 				err = withCode(exitFailure, fmt.Errorf("destination process: %w", werr))
 			}

@@ -37,30 +37,51 @@ func (f *planFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.json, "json", false, "print the result as one JSON object on standard output")
 }
 
-// apply overlays the flags on the configuration and validates the result.
-func (f *planFlags) apply(a *app) error {
-	m := &a.cfg.Migration
-	if f.mode != "" {
-		m.Mode = conf.Mode(f.mode)
-		if f.push == "" && m.Mode == conf.ModeHybrid && m.Push == conf.PushPrepaging {
-			m.Push = conf.PushWorkingSet
-		}
-	}
-	if f.push != "" {
-		m.Push = conf.Push(f.push)
-	}
-	if f.pivots != 0 {
-		m.Pivots = f.pivots
-	}
+// plan is the configured plan with the flags on top.
+func (f *planFlags) plan(a *app) (xenmig.Plan, error) {
+	c := planChoices{mode: xenmig.Mode(f.mode), push: xenmig.Push(f.push), pivots: f.pivots, balloon: f.balloon}
 	if f.bandwidth != "" {
-		if err := m.Bandwidth.UnmarshalText([]byte(f.bandwidth)); err != nil {
-			return withCode(exitUsage, fmt.Errorf("--bandwidth: %w", err))
+		var r conf.Rate
+		if err := r.UnmarshalText([]byte(f.bandwidth)); err != nil {
+			return xenmig.Plan{}, withCode(exitUsage, fmt.Errorf("--bandwidth: %w", err))
+		}
+		c.bandwidth = int64(r.BytesPerSecond())
+	}
+	p, err := c.over(a.plan())
+	return p, withCode(exitUsage, err)
+}
+
+// planChoices are one migration's choices over the [migration]
+// configuration: from the migrate and demo flags, or a plugin request. Zero
+// values keep the configured ones.
+type planChoices struct {
+	mode      xenmig.Mode
+	push      xenmig.Push
+	pivots    int
+	bandwidth int64 // bytes per second
+	balloon   bool
+}
+
+// over returns p with the choices on top, validated. Choosing hybrid
+// without a push order pushes the working set first.
+func (c planChoices) over(p xenmig.Plan) (xenmig.Plan, error) {
+	if c.mode != "" {
+		p.Mode = c.mode
+		if c.push == "" && p.Mode == xenmig.Hybrid && p.Push == xenmig.PushPrepaging {
+			p.Push = xenmig.PushWorkingSet
 		}
 	}
-	if f.balloon {
-		m.Balloon = true
+	if c.push != "" {
+		p.Push = c.push
 	}
-	return withCode(exitUsage, a.cfg.Validate())
+	if c.pivots != 0 {
+		p.Pivots = c.pivots
+	}
+	if c.bandwidth != 0 {
+		p.Bandwidth = c.bandwidth
+	}
+	p.Balloon = p.Balloon || c.balloon
+	return p, p.Validate()
 }
 
 // guestFlags describe the simulated guest a command boots.
@@ -87,8 +108,9 @@ func (f *guestFlags) register(fs *pflag.FlagSet, prefix string, run, warmup time
 	fs.DurationVar(&f.warmup, prefix+"warmup", warmup, "how long the guest runs before the migration starts")
 }
 
-// spec builds the guest from the [sim.guest] configuration and the flags.
-func (f *guestFlags) spec(a *app, name string) (sim.GuestSpec, error) {
+// spec builds the guest from the [sim.guest] configuration and the flags;
+// with balloon, the guest runs the self-ballooning agent.
+func (f *guestFlags) spec(a *app, name string, balloon bool) (sim.GuestSpec, error) {
 	g := a.cfg.Sim.Guest
 	for _, s := range []struct {
 		flag, val string
@@ -123,7 +145,7 @@ func (f *guestFlags) spec(a *app, name string) (sim.GuestSpec, error) {
 	if f.rate > 0 {
 		spec.Workload.Rate = f.rate
 	}
-	if a.cfg.Migration.Balloon {
+	if balloon {
 		spec.Balloond = &sim.BalloondSpec{} // the guest runs xenmig-balloond
 	}
 	if f.workingSet != "" {
@@ -166,7 +188,8 @@ its memory equals an unmigrated run's.
   xenmig --backend sim migrate demo 127.0.0.1:8002 --sim-workload web --sim-size 512MiB`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := pf.apply(a); err != nil {
+			plan, err := pf.plan(a)
+			if err != nil {
 				return err
 			}
 			addr := args[1]
@@ -182,7 +205,7 @@ its memory equals an unmigrated run's.
 				return err
 			}
 			defer closeHV()
-			res, err := a.migrate(cmd.Context(), hv, args[0], addr, t, &gf, pf.json)
+			res, err := a.migrate(cmd.Context(), hv, plan, args[0], addr, t, &gf, pf.json)
 			if res != nil {
 				if perr := printResult(res, pf.json); perr != nil && err == nil {
 					err = perr
@@ -199,11 +222,10 @@ its memory equals an unmigrated run's.
 // migrate moves the domain called name to addr. On the simulator it first
 // boots the guest (and, when it will run to an end, the unmigrated reference
 // whose digest the result is checked against).
-func (a *app) migrate(ctx context.Context, hv hypervisor.Hypervisor, name, addr string, t xenmig.Transport, gf *guestFlags, quiet bool) (*xenmig.Result, error) {
-	plan := a.plan()
+func (a *app) migrate(ctx context.Context, hv hypervisor.Hypervisor, plan xenmig.Plan, name, addr string, t xenmig.Transport, gf *guestFlags, quiet bool) (*xenmig.Result, error) {
 	var reference *hypervisor.Digest
 	if h, ok := hv.(*sim.Host); ok {
-		spec, err := gf.spec(a, name)
+		spec, err := gf.spec(a, name, plan.Balloon)
 		if err != nil {
 			return nil, err
 		}

@@ -167,24 +167,8 @@ func (s *pluginServer) Migrate(ctx context.Context, req plugin.MigrateRequest) (
 
 // plan is the configured plan with the request's choices on top.
 func (s *pluginServer) plan(req plugin.MigrateRequest) (xenmig.Plan, error) {
-	p := s.a.plan()
-	if req.Mode != "" {
-		p.Mode = req.Mode
-		if req.Push == "" && p.Mode == xenmig.Hybrid && p.Push == xenmig.PushPrepaging {
-			p.Push = xenmig.PushWorkingSet
-		}
-	}
-	if req.Push != "" {
-		p.Push = req.Push
-	}
-	if req.Pivots != 0 {
-		p.Pivots = req.Pivots
-	}
-	if req.Bandwidth != 0 {
-		p.Bandwidth = req.Bandwidth
-	}
-	p.Balloon = p.Balloon || req.Balloon
-	return p, p.Validate()
+	c := planChoices{mode: req.Mode, push: req.Push, pivots: req.Pivots, bandwidth: req.Bandwidth, balloon: req.Balloon}
+	return c.over(s.a.plan())
 }
 
 // bootSimGuest boots the guest g as domain name on the simulated host and
@@ -205,12 +189,9 @@ func (s *pluginServer) bootSimGuest(ctx context.Context, hv hypervisor.Hyperviso
 			*size.dst = conf.Size(size.bytes).String()
 		}
 	}
-	spec, err := gf.spec(s.a, name)
+	spec, err := gf.spec(s.a, name, balloon)
 	if err != nil {
 		return nil, fmt.Errorf("simulated guest %s: %w (%w)", name, err, hypervisor.ErrInvalid)
-	}
-	if balloon && spec.Balloond == nil {
-		spec.Balloond = &sim.BalloondSpec{}
 	}
 	return s.a.bootSimGuest(ctx, h, spec, g.Warmup)
 }

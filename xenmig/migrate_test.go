@@ -537,3 +537,116 @@ func TestBalloonedDuringRound(t *testing.T) {
 		})
 	}
 }
+
+// hookedHost is a simulated host that calls a hook on the first Rename or
+// Unpause: the sender renames the source copy just before it sends go, the
+// receiver unpauses the domain just after it gets go.
+type hookedHost struct {
+	*sim.Host
+	onRename, onUnpause func()
+	renamed, unpaused   sync.Once
+}
+
+func (h *hookedHost) Rename(id hypervisor.DomID, name string) error {
+	if h.onRename != nil {
+		h.renamed.Do(h.onRename)
+	}
+	return h.Host.Rename(id, name)
+}
+
+func (h *hookedHost) Unpause(id hypervisor.DomID) error {
+	if h.onUnpause != nil {
+		h.unpaused.Do(h.onUnpause)
+	}
+	return h.Host.Unpause(id)
+}
+
+// TestBreakAtSwitchover: the connections break between go and resumed, when
+// the source cannot know whether the destination took the domain over. It
+// asks the destination's listener again: if go never arrived, the domain
+// runs on at the source; if it did, the migration goes on (post-copy) or is
+// complete (pre-copy). Either way the guest keeps exactly its memory.
+func TestBreakAtSwitchover(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		mode     xenmig.Mode
+		goLost   bool // cut before go is sent, else just after the destination got it
+		moved    bool // where the guest ends: the destination, else the source
+		complete bool // the source learns so from the listener, without measures
+	}{
+		{"postcopy go lost", xenmig.PostCopy, true, false, false},
+		{"precopy go lost", xenmig.PreCopy, true, false, false},
+		{"postcopy resumed lost", xenmig.PostCopy, false, true, false},
+		{"hybrid resumed lost", xenmig.Hybrid, false, true, false},
+		{"precopy resumed lost", xenmig.PreCopy, false, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := guest("switch", sim.Stress, 4000)
+			want := reference(t, spec)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := xenmig.Listen(ln, xenmig.Transport{})
+			defer l.Close()
+			proxy := testnet.NewProxy(t, ln.Addr().String())
+			dstHost := &hookedHost{Host: sim.NewHost()}
+			defer dstHost.Close()
+			src := &hookedHost{Host: sim.NewHost()}
+			defer src.Close()
+			if tc.goLost {
+				src.onRename = proxy.Cut
+			} else {
+				dstHost.onUnpause = proxy.Cut
+			}
+			recvErr := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				_, err := xenmig.Receive(ctx, dstHost, l, testLog("dst"))
+				recvErr <- err
+			}()
+			dom := boot(t, src.Host, spec, 1000)
+			p := plan(tc.mode, xenmig.PushPrepaging)
+			if tc.mode == xenmig.Hybrid {
+				p.Push = xenmig.PushWorkingSet
+			}
+			p.ReconnectTimeout = 20 * time.Second
+			res, err := xenmig.Migrate(context.Background(), src, dom, proxy.Addr, p, testLog("src"))
+			rerr := <-recvErr
+			host := src.Host
+			if tc.moved {
+				if err != nil {
+					t.Fatalf("Migrate() = %v, want it to finish after asking the destination again", err)
+				}
+				if res.Reconnects != 1 && !tc.complete {
+					t.Errorf("reconnects = %d, want 1", res.Reconnects)
+				}
+				host = dstHost.Host
+			} else {
+				if err == nil || errors.Is(err, xenmig.ErrCommitted) {
+					t.Fatalf("Migrate() = %v, want a failure before the switchover (the domain runs here)", err)
+				}
+				if rerr == nil {
+					t.Errorf("Receive() = nil, want the failure that dropped the shell")
+				}
+			}
+			id, err := host.Lookup(spec.Name)
+			if err != nil {
+				t.Fatalf("Lookup(%s) on the host where the guest should run = %v", spec.Name, err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := host.WaitDone(ctx, id); err != nil {
+				t.Fatalf("WaitDone() = %v", err)
+			}
+			got, err := host.Digest(id)
+			if err != nil {
+				t.Fatalf("Digest() = %v", err)
+			}
+			if got != want {
+				t.Errorf("digest = %s, want %s (unmigrated run)", got, want)
+			}
+		})
+	}
+}

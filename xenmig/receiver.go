@@ -76,6 +76,9 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 
 	built := false
 	undo := func(cause error) error {
+		// A sender that lost its connections at the switchover and
+		// comes back learns that nothing of the domain is kept here.
+		r.l.remember(r.session, wire.SessionNotSwitched)
 		r.main.w.Write(wire.TypeAbort, abortRecord(cause))
 		if r.pager != nil {
 			r.pager.Close()
@@ -318,8 +321,15 @@ func (r *receiver) switchover(ctx context.Context, mode Mode, prepMS float64) (*
 		return nil, fmt.Errorf("%w: unpause: %v", ErrCommitted, err)
 	}
 	resumeMS := ms(time.Since(goAt))
+	if r.in == nil {
+		r.l.remember(r.session, wire.SessionComplete) // pre-copy: every page is here
+	}
 	if err := r.main.w.Write(wire.TypeResumed); err != nil {
-		return nil, r.lost(fmt.Errorf("send resumed: %w", err))
+		if r.in == nil {
+			return nil, r.lost(fmt.Errorf("send resumed: %w", err))
+		}
+		// The serving below finds the break and waits for the source.
+		r.log.WithError(err).Warn("could not confirm the resume to the source")
 	}
 	r.log.WithField("resume_ms", resumeMS).Info("domain running here")
 
@@ -331,6 +341,7 @@ func (r *receiver) switchover(ctx context.Context, mode Mode, prepMS float64) (*
 		if err := r.pager.Close(); err != nil {
 			return nil, r.lost(fmt.Errorf("detach pager: %w", err))
 		}
+		r.l.remember(r.session, wire.SessionComplete)
 		rep.NetworkFaults, rep.LocalFaults = r.in.networkFaults.Load(), r.in.localFaults.Load()
 		rep.ForeignFaults = r.in.foreignFaults.Load()
 		lat := r.in.latencies()

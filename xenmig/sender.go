@@ -138,8 +138,7 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer s.main.Close()
-	defer s.urgent.Close()
+	defer func() { s.main.Close(); s.urgent.Close() }() // the last pair, after reconnections
 	s.main.countWrites(&s.counter.bytes)
 	s.urgent.countWrites(&s.counter.bytes)
 
@@ -292,17 +291,38 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 		return fmt.Errorf("%w: %v; the domain is paused here as %s%s and may be running on %s",
 			ErrCommitted, err, info.Name, MigratedAwaySuffix, addr)
 	}
-	if err := s.main.w.Write(wire.TypeGo); err != nil {
-		return nil, committed(fmt.Errorf("send go: %w", err))
+	err = s.main.w.Write(wire.TypeGo)
+	if err == nil {
+		_, err = s.main.expect(wire.TypeResumed)
 	}
-	if _, err := s.main.expect(wire.TypeResumed); err != nil {
-		return nil, committed(fmt.Errorf("waiting for the destination to resume: %w", err))
+	if err != nil {
+		// Did go arrive? Only the destination knows: ask it.
+		lost := fmt.Errorf("connection lost at the switchover: %w", err)
+		if errors.Is(err, ErrAborted) || s.plan.ReconnectTimeout <= 0 {
+			return nil, committed(lost)
+		}
+		s.log.WithError(err).Warn("connection lost at the switchover; asking the destination whether it took the domain over")
+		_, err := s.redial(ctx)
+		switch {
+		case errors.Is(err, errNotSwitched):
+			if rerr := s.hv.Rename(s.dom, info.Name); rerr != nil {
+				s.log.WithError(rerr).Warn("could not give the source copy its name back")
+			}
+			return nil, undo(fmt.Errorf("%w; %w", lost, err))
+		case errors.Is(err, errDestinationComplete):
+			return s.settled(res, info.Name, pausedAt)
+		case err != nil:
+			return nil, committed(fmt.Errorf("%w; asking the destination how it ended failed: %w", lost, err))
+		}
+		// It had taken over: the post-copy goes on over the new connections.
 	}
-	res.DowntimeMS = ms(time.Since(pausedAt))
+	res.DowntimeMS = ms(time.Since(pausedAt)) // with a break at the switchover, an upper bound
 	s.log.WithField("downtime_ms", res.DowntimeMS).Info("domain resumed on the destination")
 
 	if s.plan.usesPaging() {
-		if err := s.postcopy(ctx, owed, heat); err != nil {
+		if err := s.postcopy(ctx, owed, heat); errors.Is(err, errDestinationComplete) {
+			return s.settled(res, info.Name, pausedAt)
+		} else if err != nil {
 			return nil, committed(err)
 		}
 	} else if _, err := s.main.expect(wire.TypeComplete); err != nil {
@@ -333,6 +353,24 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 		s.guestReport(res)
 	}
 	s.log.WithFields(logrus.Fields{"total_ms": res.TotalMS, "pages_sent": res.PagesSent}).Info("migration complete")
+	return res, nil
+}
+
+// settled ends a migration whose connections broke after the switchover but
+// whose destination, asked again, had every page: the source copy is
+// destroyed, and the result lacks the destination's measures.
+func (s *sender) settled(res *Result, name string, pausedAt time.Time) (*Result, error) {
+	s.log.Warn("the destination had every page when the connection broke; the migration is complete, without the destination's measures")
+	if err := s.hv.Destroy(s.dom); err != nil {
+		s.log.WithError(err).Warn("could not destroy the source copy")
+	}
+	res.TotalMS = ms(time.Since(s.start))
+	if res.DowntimeMS == 0 {
+		res.DowntimeMS = ms(time.Since(pausedAt)) // an upper bound
+	}
+	s.fill(res, receiverReport{})
+	s.progress.set("complete", 0, 0)
+	s.log.WithFields(logrus.Fields{"total_ms": res.TotalMS, "pages_sent": res.PagesSent, "name": name}).Info("migration complete")
 	return res, nil
 }
 
@@ -500,25 +538,41 @@ func (s *sender) postcopyRound(ctx context.Context, claims *claimSet, order *pus
 // which gfns it still lacks, and makes them pushable again: pages that were
 // in flight when the connection broke are sent again.
 func (s *sender) reconnect(ctx context.Context, claims *claimSet, order *pushOrder) error {
+	missing, err := s.redial(ctx)
+	if err != nil {
+		return err
+	}
+	claims.release(missing)
+	order.restart()
+	s.log.WithField("missing", missing.Count()).Info("reconnected; resuming the post-copy")
+	return nil
+}
+
+// redial reopens the session, with backoff, until the destination answers
+// with the gfns it lacks, says how the session ended (errNotSwitched,
+// errDestinationComplete), or Plan.ReconnectTimeout passes.
+func (s *sender) redial(ctx context.Context) (*hypervisor.Bitmap, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.plan.ReconnectTimeout)
 	defer cancel()
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		main, urgent, err := s.transport.dial(ctx, s.addr, s.session, true)
+		if errors.Is(err, errNotSwitched) || errors.Is(err, errDestinationComplete) {
+			return nil, err
+		}
 		if err == nil {
 			body, err := main.expect(wire.TypeResume)
 			var missing *hypervisor.Bitmap
 			if err == nil {
-				missing, err = wire.UnmarshalBitmap(body, claims.n)
+				missing, err = wire.UnmarshalBitmap(body, s.populated.Len())
 			}
 			if err == nil {
+				s.main.Close()
+				s.urgent.Close()
 				s.main, s.urgent = main, urgent
 				s.main.countWrites(&s.counter.bytes)
 				s.urgent.countWrites(&s.counter.bytes)
-				claims.release(missing)
-				order.restart()
 				s.reconnects.Add(1)
-				s.log.WithField("missing", missing.Count()).Info("reconnected; resuming the post-copy")
-				return nil
+				return missing, nil
 			}
 			main.Close()
 			urgent.Close()
@@ -526,7 +580,7 @@ func (s *sender) reconnect(ctx context.Context, claims *claimSet, order *pushOrd
 		s.log.WithError(err).Debug("reconnect attempt failed")
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("no reconnection within %v: %w", s.plan.ReconnectTimeout, err)
+			return nil, fmt.Errorf("no reconnection within %v: %w", s.plan.ReconnectTimeout, err)
 		case <-time.After(wait):
 		}
 	}

@@ -28,6 +28,15 @@ var (
 	ErrAborted = errors.New("migration aborted by peer")
 )
 
+// Answers to a resume that settle a session whose connections broke.
+var (
+	// errNotSwitched: the receiver dropped the session before the
+	// switchover; the domain never ran there.
+	errNotSwitched = errors.New("the destination never took the domain over")
+	// errDestinationComplete: every page had arrived; the domain runs there.
+	errDestinationComplete = errors.New("the destination holds the whole domain")
+)
+
 // conn is one of a migration's two connections with its record reader and
 // writer.
 type conn struct {
@@ -172,6 +181,12 @@ func (t Transport) dialRole(ctx context.Context, addr string, role wire.Role, id
 		if ack.Version != wire.Version {
 			return nil, fmt.Errorf("%w: we speak %d, %s speaks %d: %s", ErrVersion, wire.Version, addr, ack.Version, ack.Message)
 		}
+		switch ack.Ended {
+		case wire.SessionNotSwitched:
+			return nil, fmt.Errorf("%w: %w: %s", ErrRefused, errNotSwitched, ack.Message)
+		case wire.SessionComplete:
+			return nil, fmt.Errorf("%w: %w: %s", ErrRefused, errDestinationComplete, ack.Message)
+		}
 		return nil, fmt.Errorf("%w: %s", ErrRefused, ack.Message)
 	}
 	c.SetDeadline(time.Time{})
@@ -218,8 +233,28 @@ type Listener struct {
 	mu       sync.Mutex
 	urgents  map[sessionID]chan *conn   // urgent connections awaited by a main
 	resumers map[sessionID]chan pairing // receivers waiting for a session to resume
+	ended    map[sessionID]string       // how recent sessions ended: wire.Session*
+	endOrder []sessionID                // ended's keys, oldest first
 	mains    chan pairing               // new sessions
 	err      error                      // why accepting stopped; set before mains is closed
+}
+
+// endedSessions is how many ended sessions a Listener remembers, to answer
+// a sender that lost its connections at the switchover.
+const endedSessions = 256
+
+// remember records how session id ended, for a sender that comes back.
+func (l *Listener) remember(id sessionID, how string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.ended[id]; !ok {
+		l.endOrder = append(l.endOrder, id)
+	}
+	l.ended[id] = how
+	if len(l.endOrder) > endedSessions {
+		delete(l.ended, l.endOrder[0])
+		l.endOrder = l.endOrder[1:]
+	}
 }
 
 // pairing is a session's main connection waiting for its urgent one.
@@ -232,7 +267,7 @@ type pairing struct {
 // Listen starts accepting migrations on ln.
 func Listen(ln net.Listener, t Transport) *Listener {
 	l := &Listener{ln: ln, transport: t, urgents: map[sessionID]chan *conn{},
-		resumers: map[sessionID]chan pairing{}, mains: make(chan pairing)}
+		resumers: map[sessionID]chan pairing{}, ended: map[sessionID]string{}, mains: make(chan pairing)}
 	go l.acceptLoop()
 	return l
 }
@@ -255,9 +290,10 @@ func (l *Listener) acceptLoop() {
 	}
 }
 
-// refuse answers a Hello with a refusal and closes c.
-func refuse(c *conn, format string, args ...any) {
-	c.w.Write(wire.TypeHelloAck, wire.MarshalJSON(wire.Ack{Version: wire.Version, Message: fmt.Sprintf(format, args...)}))
+// refuse answers a Hello with a refusal and closes c; ended says how the
+// session ended, if it did.
+func refuse(c *conn, msg, ended string) {
+	c.w.Write(wire.TypeHelloAck, wire.MarshalJSON(wire.Ack{Version: wire.Version, Message: msg, Ended: ended}))
 	c.Close()
 }
 
@@ -285,7 +321,7 @@ func (l *Listener) handshake(nc net.Conn) {
 		return
 	}
 	if h.Version != wire.Version {
-		refuse(c, "receiver speaks protocol version %d, sender %d: upgrade the older side", wire.Version, h.Version)
+		refuse(c, fmt.Sprintf("receiver speaks protocol version %d, sender %d: upgrade the older side", wire.Version, h.Version), "")
 		return
 	}
 	c.SetDeadline(time.Time{})
@@ -294,9 +330,17 @@ func (l *Listener) handshake(nc net.Conn) {
 	case wire.RoleMain:
 		l.mu.Lock()
 		deliver, waiting := l.resumers[id]
+		ended := l.ended[id]
 		if h.Resume && !waiting {
 			l.mu.Unlock()
-			refuse(c, "no broken migration to resume in this session (yet)")
+			switch ended {
+			case wire.SessionNotSwitched:
+				refuse(c, "the migration ended here before the switchover; no copy of the domain was kept", wire.SessionNotSwitched)
+			case wire.SessionComplete:
+				refuse(c, "the migration completed here; the domain runs here", wire.SessionComplete)
+			default:
+				refuse(c, "no broken migration to resume in this session (yet)", "")
+			}
 			return
 		}
 		ch := make(chan *conn, 1)
@@ -322,7 +366,7 @@ func (l *Listener) handshake(nc net.Conn) {
 		delete(l.urgents, id)
 		l.mu.Unlock()
 		if !ok {
-			refuse(c, "urgent channel for an unknown session")
+			refuse(c, "urgent channel for an unknown session", "")
 			return
 		}
 		if err := c.w.Write(wire.TypeHelloAck, wire.MarshalJSON(wire.Ack{OK: true, Version: wire.Version})); err != nil {

@@ -1,6 +1,6 @@
 // Package testnet has the fake peers that tests of the migration
 // connections use: a server that answers each connection with a function,
-// and a proxy that cuts a connection after some bytes.
+// and proxies that cut connections after some bytes or on demand.
 package testnet
 
 import (
@@ -51,4 +51,44 @@ func CutAfter(t testing.TB, addr string, n int64) string {
 		}
 		io.Copy(up, c)
 	})
+}
+
+// Proxy forwards every connection to an address, until Cut breaks those
+// open at that moment.
+type Proxy struct {
+	// Addr is where the proxy listens.
+	Addr string
+
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+// NewProxy proxies to addr until the test ends.
+func NewProxy(t testing.TB, addr string) *Proxy {
+	t.Helper()
+	p := &Proxy{}
+	p.Addr = Serve(t, func(c net.Conn) {
+		up, err := net.Dial("tcp", addr)
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		p.mu.Lock()
+		p.conns = append(p.conns, c, up)
+		p.mu.Unlock()
+		go io.Copy(c, up)
+		io.Copy(up, c)
+	})
+	return p
+}
+
+// Cut closes every connection open now at both ends, as a failed network
+// path does; later connections pass.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
 }

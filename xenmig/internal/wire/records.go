@@ -314,7 +314,16 @@ type Ack struct {
 	OK      bool   `json:"ok"`
 	Version uint32 `json:"version"`
 	Message string `json:"message,omitempty"`
+	// Ended, refusing a resume, says how the session ended on the
+	// receiver: SessionNotSwitched or SessionComplete.
+	Ended string `json:"ended,omitempty"`
 }
+
+// How a session the sender asks to resume ended on the receiver.
+const (
+	SessionNotSwitched = "not-switched" // before go: the domain never ran here and is gone
+	SessionComplete    = "complete"     // every page arrived: the domain runs here
+)
 
 // Abort says why a peer gave up.
 type Abort struct {

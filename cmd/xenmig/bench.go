@@ -30,8 +30,10 @@ type benchMethod struct {
 // benchWorkload is one column: a simulated workload and its parameters.
 type benchWorkload struct {
 	name, kind   string
-	workingSet   string // "" for the workload's default
-	writePercent int    // -1 for the workload's default
+	workingSet   string  // "" for the workload's default
+	writePercent int     // -1 for the workload's default
+	sweep        bool    // stress: in order, not at random
+	rate         float64 // steps per second per vCPU; 0 for the workload's own
 }
 
 // benchMatrix is what `xenmig bench` runs.
@@ -47,8 +49,15 @@ func fullMatrix(reps int) benchMatrix {
 		methods: []benchMethod{{"precopy", "", false}, {"postcopy", "demand", false}, {"postcopy", "sequential", false},
 			{"postcopy", "prepaging", false}, {"hybrid", "prepaging", false}, {"hybrid", "workingset", false},
 			{"precopy", "", true}, {"postcopy", "prepaging", true}},
-		workloads: []benchWorkload{{"idle", "idle", "", -1}, {"kcompile", "kcompile", "", -1},
-			{"web", "web", "", -1}, {"stress-512MiB-write", "stress", "512MiB", 100}},
+		workloads: []benchWorkload{
+			{name: "idle", kind: "idle", writePercent: -1},
+			{name: "kcompile", kind: "kcompile", writePercent: -1},
+			{name: "web", kind: "web", writePercent: -1},
+			{name: "stress-512MiB-write", kind: "stress", workingSet: "512MiB", writePercent: 100},
+			// A scan: spatial locality for pre-paging to follow, at a pace
+			// (20 MB/s per vCPU) the link can keep ahead of.
+			{name: "sweep-256MiB", kind: "stress", workingSet: "256MiB", writePercent: 50, sweep: true, rate: 5000},
+		},
 		sizes: []conf.Size{512 * conf.MiB, 2 * conf.GiB},
 		reps:  reps,
 	}
@@ -57,7 +66,7 @@ func fullMatrix(reps int) benchMatrix {
 func quickMatrix() benchMatrix {
 	return benchMatrix{
 		methods:   []benchMethod{{"precopy", "", false}, {"postcopy", "prepaging", false}},
-		workloads: []benchWorkload{{"stress-128MiB-write", "stress", "128MiB", 100}},
+		workloads: []benchWorkload{{name: "stress-128MiB-write", kind: "stress", workingSet: "128MiB", writePercent: 100}},
 		sizes:     []conf.Size{256 * conf.MiB},
 		reps:      1,
 	}
@@ -112,8 +121,9 @@ destination host in one and, in the other, one migration per cell of the
 matrix: modes {pre-copy, post-copy demand only, post-copy sequential push,
 post-copy pre-paging, hybrid, hybrid working-set-ordered, and pre-copy and
 post-copy pre-paging with the guest's self-ballooning agent} x workloads {idle,
-kernel compile, web server, write stress over a 512 MiB working set} x guest
-sizes {512 MiB, 2 GiB}, bench.repetitions times each.
+kernel compile, web server, write stress over a 512 MiB working set, an
+in-order sweep of 256 MiB at 20 MB/s per vCPU} x guest sizes {512 MiB, 2 GiB},
+bench.repetitions times each.
 
 It prints per cell the total time beside the physical floor (bytes that must
 move / link rate), downtime, pages sent, network faults, fault latency p50/p99
@@ -296,6 +306,12 @@ func (a *app) benchRun(ctx context.Context, lab *netlab.Lab, self, dest string, 
 	}
 	if w.writePercent >= 0 {
 		args = append(args, "--sim-write-percent", fmt.Sprint(w.writePercent))
+	}
+	if w.sweep {
+		args = append(args, "--sim-sweep")
+	}
+	if w.rate > 0 {
+		args = append(args, "--sim-rate", fmt.Sprint(w.rate))
 	}
 	ctx, cancel := context.WithTimeout(ctx, benchRunTimeout)
 	defer cancel()

@@ -16,9 +16,10 @@ func TestBenchMatrixFilter(t *testing.T) {
 		wantM, wantW       int
 		wantErr            bool
 	}{
-		{nil, nil, 8, 4, false},
-		{[]string{"precopy", "postcopy prepaging +balloon"}, nil, 2, 4, false},
-		{nil, []string{"idle", "stress"}, 8, 2, false},
+		{nil, nil, 8, 5, false},
+		{[]string{"precopy", "postcopy prepaging +balloon"}, nil, 2, 5, false},
+		{nil, []string{"idle", "stress"}, 8, 3, false}, // a kind: both stress columns
+		{nil, []string{"sweep-256MiB"}, 8, 1, false},
 		{[]string{"warp drive"}, nil, 0, 0, true},
 		{nil, []string{"bitcoin"}, 0, 0, true},
 	} {

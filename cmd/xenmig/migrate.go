@@ -89,6 +89,7 @@ type guestFlags struct {
 	memory, used, workload string
 	workingSet             string
 	writePercent           int
+	sweep                  bool
 	vcpus                  int
 	seed                   uint64
 	rate                   float64
@@ -102,6 +103,7 @@ func (f *guestFlags) register(fs *pflag.FlagSet, prefix string, run, warmup time
 	fs.IntVar(&f.vcpus, prefix+"vcpus", 0, "vCPUs (default: sim.guest.vcpus)")
 	fs.StringVar(&f.workingSet, prefix+"working-set", "", "memory the workload works on, e.g. 512MiB (default: the workload's own)")
 	fs.IntVar(&f.writePercent, prefix+"write-percent", -1, "share of stress accesses that write, 0-100 (default: the workload's own)")
+	fs.BoolVar(&f.sweep, prefix+"sweep", false, "stress: sweep the working set in order instead of at random (spatial locality, as a scan or a copy has)")
 	fs.Uint64Var(&f.seed, prefix+"seed", 0, "workload seed (default: sim.guest.seed)")
 	fs.Float64Var(&f.rate, prefix+"rate", 0, "steps per second per vCPU (default: the workload's own pace)")
 	fs.DurationVar(&f.run, prefix+"run", run, "how long the guest runs in all, at its pace, before it stops and its memory is checked (0: forever, no check)")
@@ -157,6 +159,9 @@ func (f *guestFlags) spec(a *app, name string, balloon bool) (sim.GuestSpec, err
 	}
 	if f.writePercent >= 0 {
 		spec.Workload.WritePercent = f.writePercent
+	}
+	if f.sweep {
+		spec.Workload.Random = false
 	}
 	if f.run > 0 {
 		spec.StopAt = uint64(spec.Workload.Rate * f.run.Seconds())

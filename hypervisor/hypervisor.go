@@ -172,8 +172,12 @@ type Pager interface {
 	// Load installs page (PageSize bytes) at a paged-out gfn, making it
 	// present again. It does not resume vCPUs waiting on the gfn: Resume
 	// does. Loading a gfn nobody asked for (prefetch) is allowed.
-	// Xen: xc_mem_paging_load (XENMEM_paging_op_prep with a buffer); never
-	// a bare prep, which fails on an evicted gfn.
+	// ErrNotPopulated if the gfn is no longer paged out: the guest's
+	// balloon released it (a PagingDropPage request tells of it) or took
+	// it back since, and the page is not wanted.
+	// Xen: xc_mem_paging_load (XENMEM_paging_op_prep with a buffer; ENOENT
+	// if the gfn is neither paged nor paging in); never a bare prep, which
+	// fails on an evicted gfn.
 	Load(gfn GFN, page []byte) error
 
 	// Requests blocks until the guest posts at least one request, then

@@ -82,7 +82,8 @@ const (
 	classForeign                   // per-gfn errors of xenforeignmemory_map
 	classStore                     // xenstore: ENOENT is a missing key
 	classPagingEnable              // xc_mem_paging_enable: the preconditions
-	classPagingOp                  // nominate, evict, load, disable
+	classPagingOp                  // nominate, evict, disable
+	classPagingLoad                // load: ENOENT is a gfn no longer paged out
 )
 
 // sentinel maps errno, as returned by a call of class c, to the contract's
@@ -116,6 +117,13 @@ func sentinel(c class, errno syscall.Errno) error {
 		case syscall.EOPNOTSUPP, syscall.ENODEV, syscall.EMLINK, syscall.EXDEV:
 			return hypervisor.ErrGuestUnsupported
 		}
+	case classPagingLoad:
+		if errno == syscall.ENOENT {
+			// prep found the gfn neither paged nor paging in: the guest
+			// released it (or took it back) since it was evicted.
+			return hypervisor.ErrNotPopulated
+		}
+		fallthrough
 	case classPagingOp:
 		switch errno {
 		case syscall.ENOSYS:

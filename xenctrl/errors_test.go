@@ -30,6 +30,8 @@ func TestSentinel(t *testing.T) {
 		{classForeign, syscall.EPERM, nil},
 		{classStore, syscall.ENOENT, hypervisor.ErrNotFound},
 		{classStore, syscall.EACCES, nil},
+		{classPagingLoad, syscall.ENOENT, hypervisor.ErrNotPopulated},
+		{classPagingLoad, syscall.ENOSYS, hypervisor.ErrPagingUnsupported},
 		{classPagingEnable, syscall.ENOSYS, hypervisor.ErrPagingUnsupported},
 		{classPagingEnable, syscall.EOPNOTSUPP, hypervisor.ErrGuestUnsupported},
 		{classPagingEnable, syscall.ENODEV, hypervisor.ErrGuestUnsupported},

@@ -249,7 +249,7 @@ func (p *Pager) Load(g hypervisor.GFN, page []byte) error {
 			time.Sleep(time.Millisecond)
 			continue
 		}
-		return pageError("load", g, newError(classPagingOp, "xc_mem_paging_load", p.d, err))
+		return pageError("load", g, newError(classPagingLoad, "xc_mem_paging_load", p.d, err))
 	}
 }
 

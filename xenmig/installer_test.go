@@ -29,3 +29,59 @@ func TestInstallerUnsent(t *testing.T) {
 		t.Errorf("unsent() = %d after 4 asked for and 9 installed, want 0", n)
 	}
 }
+
+// loadPager is a Pager whose Load fails with ErrNotPopulated for the gfns
+// the guest gave back, and which records what it loaded and resumed.
+type loadPager struct {
+	hypervisor.Pager
+	gone    map[hypervisor.GFN]bool
+	loaded  []hypervisor.GFN
+	resumed []hypervisor.Request
+}
+
+func (p *loadPager) Load(g hypervisor.GFN, _ []byte) error {
+	if p.gone[g] {
+		return &hypervisor.PageError{Op: "load", GFN: g, Err: hypervisor.ErrNotPopulated}
+	}
+	p.loaded = append(p.loaded, g)
+	return nil
+}
+
+func (p *loadPager) Resume(reqs ...hypervisor.Request) error {
+	p.resumed = append(p.resumed, reqs...)
+	return nil
+}
+
+// TestInstallerGivenBack: an owed gfn the guest's balloon gives back is
+// settled without its page, whether the drop notice comes before the page
+// (the page is then not loaded) or after it (the load fails), and the
+// migration completes once the rest is installed.
+func TestInstallerGivenBack(t *testing.T) {
+	owed := hypervisor.NewBitmap(8)
+	for _, g := range []hypervisor.GFN{1, 2, 3} {
+		owed.Set(g)
+	}
+	p := &loadPager{gone: map[hypervisor.GFN]bool{1: true, 2: true}}
+	in := newInstaller(p, owed)
+	drop := hypervisor.Request{GFN: 1, Flags: hypervisor.FlagForeign, PagingFlags: hypervisor.PagingDropPage}
+	if ask, err := in.fault([]hypervisor.Request{drop}); err != nil || len(ask) != 0 {
+		t.Fatalf("fault(drop of 1) = %v, %v; want nothing asked", ask, err)
+	}
+	if len(p.resumed) != 1 || p.resumed[0] != drop {
+		t.Errorf("resumed = %v, want the drop notice answered once", p.resumed)
+	}
+	for _, g := range []hypervisor.GFN{1, 2, 3} { // 1 after its notice; 2 given back, notice lost
+		if err := in.install(g, make([]byte, hypervisor.PageSize)); err != nil {
+			t.Fatalf("install(%d) = %v", g, err)
+		}
+	}
+	if len(p.loaded) != 1 || p.loaded[0] != 3 {
+		t.Errorf("loaded = %v, want [3]", p.loaded)
+	}
+	if !in.complete() {
+		t.Errorf("complete() = false, want true: 1 and 2 were given back, 3 installed")
+	}
+	if n := in.dropped.Count(); n != 2 {
+		t.Errorf("given back = %d, want 2", n)
+	}
+}

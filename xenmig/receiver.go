@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,10 @@ type receiver struct {
 	dom   hypervisor.DomID
 	pager hypervisor.Pager
 	in    *installer
+
+	// Pre-copy: gfns whose page here may not be zero. A zero page for any
+	// other gfn needs no write: a populated page starts zero.
+	written *hypervisor.Bitmap
 }
 
 func (r *receiver) run(ctx context.Context) (*Incoming, error) {
@@ -290,24 +295,39 @@ func (r *receiver) precopyPages(p wire.Pages) error {
 			return fmt.Errorf("populate %d gfns ballooned in since the preparation: %w", len(fresh), err)
 		}
 	}
-	data := expand(p)
-	if err := r.hv.WritePages(r.dom, p.GFNs, data); err != nil {
-		return fmt.Errorf("write %d pages: %w", len(p.GFNs), err)
+	if r.written == nil {
+		r.written = hypervisor.NewBitmap(r.cfg.Populated.Len())
 	}
-	return nil
-}
-
-// expand returns the batch's pages in gfn order, zero pages included.
-func expand(p wire.Pages) []byte {
-	out := make([]byte, len(p.GFNs)*hypervisor.PageSize)
+	// Write what changes a page: the data, and zero pages over gfns
+	// written before. Zero pages over zero pages (most of a guest's free
+	// memory in the first round) are skipped, or writing them would
+	// trail the source and lengthen the downtime.
+	gfns := make([]hypervisor.GFN, 0, len(p.GFNs))
+	data := make([]byte, 0, len(p.Data))
 	off := 0
-	for i := range p.GFNs {
-		if !p.Zero[i] {
-			copy(out[i*hypervisor.PageSize:], p.Data[off:off+hypervisor.PageSize])
+	for i, g := range p.GFNs {
+		if uint64(g) >= r.written.Len() {
+			return fmt.Errorf("page for gfn %#x beyond the guest: %w", uint64(g), wire.ErrMalformed)
+		}
+		switch {
+		case !p.Zero[i]:
+			gfns = append(gfns, g)
+			data = append(data, p.Data[off:off+hypervisor.PageSize]...)
 			off += hypervisor.PageSize
+			r.written.Set(g)
+		case r.written.Test(g):
+			gfns = append(gfns, g)
+			data = append(data, zeroPage[:]...)
+			r.written.Clear(g)
 		}
 	}
-	return out
+	if len(gfns) == 0 {
+		return nil
+	}
+	if err := r.hv.WritePages(r.dom, gfns, data); err != nil {
+		return fmt.Errorf("write %d pages: %w", len(gfns), err)
+	}
+	return nil
 }
 
 // switchover resumes the guest here and, in post-copy, serves its faults and
@@ -351,7 +371,13 @@ func (r *receiver) switchover(ctx context.Context, mode Mode, prepMS float64) (*
 	if err := r.main.w.Write(wire.TypeComplete); err != nil {
 		return nil, r.lost(fmt.Errorf("send complete: %w", err))
 	}
-	r.log.Info("every page installed")
+	log := r.log
+	if r.in != nil {
+		r.in.mu.Lock()
+		log = log.WithField("given_back", r.in.dropped.Count()) // by the guest's balloon, before their page came
+		r.in.mu.Unlock()
+	}
+	log.Info("every page installed")
 	r.measureGuest(&rep, opsStart, goAt, completeAt)
 	if err := r.main.w.Write(wire.TypeStats, wire.MarshalJSON(rep)); err != nil {
 		return nil, r.lost(fmt.Errorf("send stats: %w", err))
@@ -616,7 +642,8 @@ type installer struct {
 	total uint64
 
 	mu        sync.Mutex
-	installed *hypervisor.Bitmap
+	installed *hypervisor.Bitmap // loaded, or given back by the guest first
+	dropped   *hypervisor.Bitmap // given back by the guest before their page came
 	requested *hypervisor.Bitmap // asked of the source or taken from staging
 	waiting   map[hypervisor.GFN][]waiter
 	lat       []time.Duration
@@ -637,7 +664,7 @@ type waiter struct {
 
 func newInstaller(p hypervisor.Pager, want *hypervisor.Bitmap) *installer {
 	in := &installer{pager: p, owed: want, total: want.Count(), installed: hypervisor.NewBitmap(want.Len()),
-		requested: hypervisor.NewBitmap(want.Len()), waiting: map[hypervisor.GFN][]waiter{},
+		dropped: hypervisor.NewBitmap(want.Len()), requested: hypervisor.NewBitmap(want.Len()), waiting: map[hypervisor.GFN][]waiter{},
 		done: make(chan struct{}), staged: map[hypervisor.GFN][]byte{}}
 	if in.total == 0 {
 		close(in.done)
@@ -657,14 +684,20 @@ func (in *installer) setOwed(owed *hypervisor.Bitmap) {
 
 // stage keeps a pre-copy batch until the switchover.
 func (in *installer) stage(p wire.Pages) error {
-	data := expand(p)
+	data := slices.Clone(p.Data) // the record's buffer is reused
 	in.stagedMu.Lock()
 	defer in.stagedMu.Unlock()
+	off := 0
 	for i, g := range p.GFNs {
 		if uint64(g) >= in.installed.Len() {
 			return fmt.Errorf("staged gfn %#x beyond the guest: %w", uint64(g), wire.ErrMalformed)
 		}
-		in.staged[g] = data[i*hypervisor.PageSize : (i+1)*hypervisor.PageSize]
+		page := zeroPage[:] // shared, only read
+		if !p.Zero[i] {
+			page = data[off : off+hypervisor.PageSize]
+			off += hypervisor.PageSize
+		}
+		in.staged[g] = page
 	}
 	return nil
 }
@@ -724,12 +757,19 @@ func (in *installer) drainStaged(ctx context.Context, stop <-chan struct{}) erro
 // fault files the ring's requests and returns the gfns to ask the source for.
 func (in *installer) fault(reqs []hypervisor.Request) ([]hypervisor.GFN, error) {
 	now := time.Now()
-	var ask, local []hypervisor.GFN
+	var ask, local, dropped []hypervisor.GFN
 	var resume []hypervisor.Request
 	in.mu.Lock()
 	for _, q := range reqs {
 		if uint64(q.GFN) >= in.installed.Len() || !in.owed.Test(q.GFN) {
 			resume = append(resume, q) // not memory the source owes us
+			continue
+		}
+		if q.PagingFlags&hypervisor.PagingDropPage != 0 {
+			// The guest's balloon gave the gfn back before its page
+			// came: it is no longer wanted.
+			resume = append(resume, q)
+			dropped = append(dropped, q.GFN)
 			continue
 		}
 		if q.Flags&hypervisor.FlagForeign != 0 {
@@ -751,6 +791,12 @@ func (in *installer) fault(reqs []hypervisor.Request) ([]hypervisor.GFN, error) 
 	if len(resume) > 0 {
 		if err := in.pager.Resume(resume...); err != nil {
 			return nil, fmt.Errorf("resume vCPUs: %w", err)
+		}
+	}
+	for _, g := range dropped {
+		in.takeStaged(g)
+		if err := in.settle(g, true); err != nil {
+			return nil, err
 		}
 	}
 	// Staged pages are served here, without the network.
@@ -786,22 +832,43 @@ func (in *installer) installBatch(p wire.Pages) error {
 	return nil
 }
 
-// install loads one page and resumes the vCPUs waiting on it.
+// install loads one page and resumes the vCPUs waiting on it. A page the
+// guest gave back first is not loaded.
 func (in *installer) install(g hypervisor.GFN, page []byte) error {
 	if uint64(g) >= in.installed.Len() {
 		return fmt.Errorf("page for gfn %#x beyond the guest: %w", uint64(g), wire.ErrMalformed)
 	}
 	in.mu.Lock()
-	dup := in.installed.Test(g)
+	dup, dropped := in.installed.Test(g), in.dropped.Test(g)
 	in.mu.Unlock()
+	if dropped {
+		return nil
+	}
 	if dup {
 		return fmt.Errorf("gfn %#x arrived twice: %w", uint64(g), wire.ErrMalformed)
 	}
-	if err := in.pager.Load(g, page); err != nil {
+	if err := in.pager.Load(g, page); errors.Is(err, hypervisor.ErrNotPopulated) {
+		// Given back since it was paged out; the drop notice may come
+		// later, or never if the ring was full.
+		return in.settle(g, true)
+	} else if err != nil {
 		return fmt.Errorf("load gfn %#x: %w", uint64(g), err)
 	}
+	return in.settle(g, false)
+}
+
+// settle counts g as installed (or, if dropped, given back by the guest)
+// and resumes the vCPUs waiting on it; a gfn already settled is left alone.
+func (in *installer) settle(g hypervisor.GFN, dropped bool) error {
 	in.mu.Lock()
+	if in.installed.Test(g) {
+		in.mu.Unlock()
+		return nil
+	}
 	in.installed.Set(g)
+	if dropped {
+		in.dropped.Set(g)
+	}
 	ws := in.waiting[g]
 	delete(in.waiting, g)
 	in.count++

@@ -110,15 +110,17 @@ func (d *domain) balloonStep(target uint64, cursor *int) (moved uint64, running 
 }
 
 // inflate releases up to n free pages, scanning down from *cursor (highest
-// gfns first), and returns how many it released; d.guestMu must be held. It
-// takes only present pages: a guest cannot tell a paged-out frame from a
-// present one, but giving one back while a pager waits to load it would make
-// the pager's load fail, so the model stays on the side Xen handles simply.
+// gfns first), and returns how many it released; d.guestMu must be held. A
+// guest cannot tell a paged-out frame from a present one, so free pages that
+// are nominated or paged out go too, as Linux's balloon would give them:
+// the pager hears of it by a PagingDropPage request, and its load of the
+// gfn fails with ErrNotPopulated. A gfn being paged in is one the guest (or
+// a backend) is touching, so it is not free.
 func (d *domain) inflate(n uint64, cursor *int) uint64 {
 	var done uint64
 	for ; *cursor >= 0 && done < n; *cursor-- {
 		g := d.lay.usable[*cursor]
-		if d.mem.state(g) != stRAM || d.inUseLocked(g) {
+		if st := d.mem.state(g); (st != stRAM && st != stPaged && st != stPagingOut) || d.inUseLocked(g) {
 			continue
 		}
 		if d.depopulate(g) == nil {

@@ -256,7 +256,9 @@ func (p *pager) Load(g hypervisor.GFN, page []byte) error {
 				return nil
 			}
 		default:
-			return &hypervisor.PageError{Op: "load", GFN: g, Err: fmt.Errorf("not paged out: %w", hypervisor.ErrInvalid)}
+			// As Xen's prep answers ENOENT: the guest released the gfn
+			// or took it back.
+			return &hypervisor.PageError{Op: "load", GFN: g, Err: fmt.Errorf("not paged out: %w", hypervisor.ErrNotPopulated)}
 		}
 	}
 }

@@ -214,7 +214,7 @@ func TestPagerErrors(t *testing.T) {
 		want error
 	}{
 		{"second EnablePaging", func() error { _, err := h.EnablePaging(id); return err }(), hypervisor.ErrBusy},
-		{"Load of a RAM gfn", p.Load(ram, buf), hypervisor.ErrInvalid},
+		{"Load of a RAM gfn", p.Load(ram, buf), hypervisor.ErrNotPopulated},
 		{"Load of a short page", p.Load(paged, buf[:10]), hypervisor.ErrInvalid},
 		{"Nominate of a paged gfn", p.Nominate(paged), hypervisor.ErrBusy},
 		{"Nominate of a hole", p.Nominate(0xa20), hypervisor.ErrNotPopulated},

@@ -114,7 +114,7 @@ Without Xen (no /dev/xen/privcmd) every command runs on a simulated Xen host.
 	root.PersistentFlags().BoolVar(&a.plaintext, "insecure-plaintext", false,
 		"plain TCP without TLS (tls.insecure_plaintext): for loopback tests only")
 	root.AddCommand(newMigrateCommand(a), newReceiveCommand(a), newListCommand(a),
-		newDemoCommand(a), newDoctorCommand(a), newBenchCommand(a), newPluginCommand(a))
+		newDemoCommand(a), newDoctorCommand(a), newBenchCommand(a), newPluginCommand(a), newCertsCommand())
 	return root
 }
 

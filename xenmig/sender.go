@@ -302,17 +302,17 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 			return nil, committed(lost)
 		}
 		s.log.WithError(err).Warn("connection lost at the switchover; asking the destination whether it took the domain over")
-		_, err := s.redial(ctx)
+		_, answer := s.redial(ctx)
 		switch {
-		case errors.Is(err, errNotSwitched):
-			if rerr := s.hv.Rename(s.dom, info.Name); rerr != nil {
-				s.log.WithError(rerr).Warn("could not give the source copy its name back")
+		case errors.Is(answer, errNotSwitched):
+			if err := s.hv.Rename(s.dom, info.Name); err != nil {
+				s.log.WithError(err).Warn("could not give the source copy its name back")
 			}
-			return nil, undo(fmt.Errorf("%w; %w", lost, err))
-		case errors.Is(err, errDestinationComplete):
-			return s.settled(res, info.Name, pausedAt)
-		case err != nil:
-			return nil, committed(fmt.Errorf("%w; asking the destination how it ended failed: %w", lost, err))
+			return nil, undo(fmt.Errorf("%w; %w", lost, answer))
+		case errors.Is(answer, errDestinationComplete):
+			return s.settled(res, pausedAt)
+		case answer != nil:
+			return nil, committed(fmt.Errorf("%w; asking the destination how it ended failed: %w", lost, answer))
 		}
 		// It had taken over: the post-copy goes on over the new connections.
 	}
@@ -321,7 +321,7 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 
 	if s.plan.usesPaging() {
 		if err := s.postcopy(ctx, owed, heat); errors.Is(err, errDestinationComplete) {
-			return s.settled(res, info.Name, pausedAt)
+			return s.settled(res, pausedAt)
 		} else if err != nil {
 			return nil, committed(err)
 		}
@@ -359,7 +359,7 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 // settled ends a migration whose connections broke after the switchover but
 // whose destination, asked again, had every page: the source copy is
 // destroyed, and the result lacks the destination's measures.
-func (s *sender) settled(res *Result, name string, pausedAt time.Time) (*Result, error) {
+func (s *sender) settled(res *Result, pausedAt time.Time) (*Result, error) {
 	s.log.Warn("the destination had every page when the connection broke; the migration is complete, without the destination's measures")
 	if err := s.hv.Destroy(s.dom); err != nil {
 		s.log.WithError(err).Warn("could not destroy the source copy")
@@ -370,7 +370,7 @@ func (s *sender) settled(res *Result, name string, pausedAt time.Time) (*Result,
 	}
 	s.fill(res, receiverReport{})
 	s.progress.set("complete", 0, 0)
-	s.log.WithFields(logrus.Fields{"total_ms": res.TotalMS, "pages_sent": res.PagesSent, "name": name}).Info("migration complete")
+	s.log.WithFields(logrus.Fields{"total_ms": res.TotalMS, "pages_sent": res.PagesSent}).Info("migration complete")
 	return res, nil
 }
 
@@ -716,7 +716,10 @@ func (s *sender) sendPages(ctx context.Context, c *conn, sc *scratch, gfns []hyp
 		// The guest runs: its balloon gave pe.GFN back since the set was
 		// made. Giving it back dirtied it, so a later round or the layout
 		// at the pause settles it; the rest of the batch goes now.
-		gfns = slices.DeleteFunc(gfns, func(g hypervisor.GFN) bool { return g == pe.GFN })
+		n := len(gfns)
+		if gfns = slices.DeleteFunc(gfns, func(g hypervisor.GFN) bool { return g == pe.GFN }); len(gfns) == n {
+			return fmt.Errorf("read pages: %w", err) // not one of ours: do not loop
+		}
 		if len(gfns) == 0 {
 			return nil
 		}

@@ -48,15 +48,7 @@ func (c *claimSet) claimAllBut(keep *hypervisor.Bitmap) {
 // from a faulting gfn.
 type bubble struct {
 	fwd, back int64 // next gfn to try in each direction
-	sent      int   // gfns pushed from it so far
 }
-
-// rampPages is the first batch pushed around a new fault. A batch is
-// installed only once all of it has arrived (64 pages take 2 ms at
-// 1 Gbit/s), and the guest's next touch is most likely right beside its
-// fault: a young bubble's batches start small and double up to the plan's
-// size, so the nearest neighbours arrive within a few hundred µs.
-const rampPages = 8
 
 // pushOrder hands the pusher its next batch of gfns: first a priority list
 // (the hybrid working set), then bubbles around recent faults, then an
@@ -119,11 +111,6 @@ func (o *pushOrder) next(max int) []hypervisor.GFN {
 		o.rr = len(o.pivots) - 1 // serve the newest fault first
 		o.newPiv = false
 	}
-	if len(out) == 0 && len(o.pivots) > 0 {
-		if sent := o.pivots[o.rr].sent; sent < max {
-			max = min(max, rampPages+sent) // 8, 16, 32, ... pages
-		}
-	}
 	for len(out) < max && len(o.pivots) > 0 {
 		out = o.growBubble(o.rr, out, max)
 		if o.pivots[o.rr].fwd >= o.n && o.pivots[o.rr].back < 0 {
@@ -161,7 +148,6 @@ func (o *pushOrder) growBubble(i int, out []hypervisor.GFN, max int) []hyperviso
 		}
 		if o.claims.claim(hypervisor.GFN(g)) {
 			out = append(out, hypervisor.GFN(g))
-			b.sent++
 		}
 	}
 	return out

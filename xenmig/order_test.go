@@ -89,20 +89,6 @@ func TestPushOrderBubblesAroundNewestFault(t *testing.T) {
 	}
 }
 
-// TestPushOrderRamp: around a new fault the batches start at rampPages and
-// double up to the plan's size, so the nearest neighbours arrive first.
-func TestPushOrderRamp(t *testing.T) {
-	o := newPushOrder(allOwed(10000), 7, nil)
-	o.fault(5000)
-	var sizes []int
-	for range 5 {
-		sizes = append(sizes, len(o.next(64)))
-	}
-	if want := []int{8, 16, 32, 64, 64}; !reflect.DeepEqual(sizes, want) {
-		t.Errorf("batch sizes after a fault = %v, want %v", sizes, want)
-	}
-}
-
 func TestPushOrderWorkingSetFirst(t *testing.T) {
 	o := newPushOrder(allOwed(100), 7, []hypervisor.GFN{70, 10, 70, 20})
 	if got, want := o.next(3), []hypervisor.GFN{70, 10, 20}; !reflect.DeepEqual(got, want) {

@@ -134,6 +134,33 @@ func (d *destination) wait(t testing.TB) {
 	}
 }
 
+// migrate moves dom from hv to d, through via (d's own address if empty),
+// waits for the receiver, and fails the test if either side failed.
+func (d *destination) migrate(t testing.TB, hv hypervisor.Hypervisor, dom hypervisor.DomID, p xenmig.Plan, via string) *xenmig.Result {
+	t.Helper()
+	if via == "" {
+		via = d.addr
+	}
+	res, err := xenmig.Migrate(context.Background(), hv, dom, via, p, testLog("src"))
+	if err != nil {
+		t.Fatalf("Migrate() = %v", err)
+	}
+	d.wait(t)
+	if d.err != nil {
+		t.Fatalf("Receive() = %v", d.err)
+	}
+	return res
+}
+
+// checkDigest is the oracle: the migrated guest ended with exactly the
+// memory of the unmigrated run.
+func checkDigest(t testing.TB, res *xenmig.Result, want hypervisor.Digest) {
+	t.Helper()
+	if res.Digest != want.String() {
+		t.Errorf("digest after migration = %s, want %s (unmigrated run)", res.Digest, want)
+	}
+}
+
 func plan(mode xenmig.Mode, push xenmig.Push) xenmig.Plan {
 	p := xenmig.DefaultPlan()
 	p.Mode, p.Push = mode, push
@@ -168,17 +195,8 @@ func TestMigrateDigest(t *testing.T) {
 				src := sim.NewHost()
 				defer src.Close()
 				dom := boot(t, src, spec, 1000)
-				res, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, pc.plan)
-				if err != nil {
-					t.Fatalf("Migrate() = %v", err)
-				}
-				dst.wait(t)
-				if dst.err != nil {
-					t.Fatalf("Receive() = %v", dst.err)
-				}
-				if res.Digest != want.String() {
-					t.Errorf("digest after migration = %s, want %s (unmigrated run)", res.Digest, want)
-				}
+				res := dst.migrate(t, src, dom, pc.plan, "")
+				checkDigest(t, res, want)
 				if _, err := src.Info(dom); !errors.Is(err, hypervisor.ErrNotFound) {
 					t.Errorf("source Info(%d) after migration = %v, want ErrNotFound (destroyed)", dom, err)
 				}
@@ -206,20 +224,14 @@ func TestPostCopyServesFaults(t *testing.T) {
 	dom := boot(t, src, spec, 100)
 	p := plan(xenmig.PostCopy, xenmig.PushPrepaging)
 	p.Bandwidth = 20 << 20 // slow enough that the guest outruns the push
-	res, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, p)
-	if err != nil {
-		t.Fatalf("Migrate() = %v", err)
-	}
-	dst.wait(t)
+	res := dst.migrate(t, src, dom, p, "")
 	if res.NetworkFaults == 0 {
 		t.Errorf("network_faults = 0, want > 0 for a busy stress guest behind a 20 MiB/s link")
 	}
 	if res.FaultP50US <= 0 || res.FaultP99US < res.FaultP50US {
 		t.Errorf("fault latency p50 %v p99 %v, want 0 < p50 <= p99", res.FaultP50US, res.FaultP99US)
 	}
-	if want := reference(t, spec); res.Digest != want.String() {
-		t.Errorf("digest = %s, want %s", res.Digest, want)
-	}
+	checkDigest(t, res, reference(t, spec))
 }
 
 // runsOnSource checks that a failed migration left the domain running on src
@@ -313,11 +325,7 @@ func TestBalloonIdleGuest(t *testing.T) {
 	dom := boot(t, src, spec, 300)
 	p := plan(xenmig.PostCopy, xenmig.PushPrepaging)
 	p.Balloon = true
-	res, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, p)
-	if err != nil {
-		t.Fatalf("Migrate() = %v", err)
-	}
-	dst.wait(t)
+	res := dst.migrate(t, src, dom, p, "")
 	const mib = 1 << 20
 	t.Logf("ballooned %d MiB, populated %d MiB, sent %d MiB of pages, %d MiB in all",
 		res.BalloonedPagesSkipped*hypervisor.PageSize/mib, res.GuestPages*hypervisor.PageSize/mib,
@@ -331,9 +339,7 @@ func TestBalloonIdleGuest(t *testing.T) {
 	if res.BytesSent > 400*mib {
 		t.Errorf("bytes_sent = %d MiB, want about the 300 MiB in use", res.BytesSent/mib)
 	}
-	if res.Digest != want.String() {
-		t.Errorf("digest = %s, want %s (unmigrated run)", res.Digest, want)
-	}
+	checkDigest(t, res, want)
 }
 
 // TestReconnectAfterSwitchover: the main connection breaks in the middle of
@@ -363,21 +369,12 @@ func TestReconnectAfterSwitchover(t *testing.T) {
 				p.HybridRounds = 1 // about 12.4 MB of pre-copy, then some 4 MB pushed
 				cut = 13_500_000
 			}
-			res, err := xenmig.Migrate(context.Background(), src, dom, testnet.CutAfter(t, dst.addr, cut), p)
-			if err != nil {
-				t.Fatalf("Migrate() = %v", err)
-			}
-			dst.wait(t)
-			if dst.err != nil {
-				t.Fatalf("Receive() = %v", dst.err)
-			}
+			res := dst.migrate(t, src, dom, p, testnet.CutAfter(t, dst.addr, cut))
 			t.Logf("bytes sent %d, pages sent %d, reconnects %d", res.BytesSent, res.PagesSent, res.Reconnects)
 			if res.Reconnects < 1 {
 				t.Errorf("reconnects = %d, want at least 1 (the proxy cut the main connection)", res.Reconnects)
 			}
-			if res.Digest != want.String() {
-				t.Errorf("digest after a reconnection = %s, want %s (unmigrated run)", res.Digest, want)
-			}
+			checkDigest(t, res, want)
 		})
 	}
 }
@@ -394,11 +391,7 @@ func TestDemandOnlyCompletes(t *testing.T) {
 	p := plan(xenmig.PostCopy, xenmig.PushDemand)
 	p.ReportGuest = false
 	p.DemandIdle, p.DemandMax = time.Hour, 300*time.Millisecond
-	res, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, p)
-	dst.wait(t)
-	if err != nil || dst.err != nil {
-		t.Fatalf("Migrate() = %v; Receive() = %v", err, dst.err)
-	}
+	res := dst.migrate(t, src, dom, p, "")
 	if res.PagesSent != res.PagesOwned || res.PhasePages["push"] == 0 {
 		t.Errorf("pages sent %d (push %d), owned %d: want every owned page once, the rest pushed after DemandMax",
 			res.PagesSent, res.PhasePages["push"], res.PagesOwned)
@@ -432,20 +425,14 @@ func TestForeignMappingFault(t *testing.T) {
 		}
 		mapped <- errors.New("never saw the page paged out")
 	}()
-	res, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, p)
-	if err != nil {
-		t.Fatalf("Migrate() = %v", err)
-	}
-	dst.wait(t)
+	res := dst.migrate(t, src, dom, p, "")
 	if err := <-mapped; err != nil {
 		t.Fatal(err)
 	}
 	if res.ForeignFaults == 0 {
 		t.Errorf("foreign_faults = 0, want the backend's mapping counted")
 	}
-	if want := reference(t, spec); res.Digest != want.String() {
-		t.Errorf("digest = %s, want %s", res.Digest, want)
-	}
+	checkDigest(t, res, reference(t, spec))
 }
 
 // TestBalloonBusyGuest: a busy guest whose agent keeps moving its balloon
@@ -472,15 +459,7 @@ func TestBalloonBusyGuest(t *testing.T) {
 			dom := boot(t, src, spec, 2000)
 			p := tc.plan
 			p.Balloon = true
-			res, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, p, testLog("src"))
-			if err != nil {
-				t.Fatalf("Migrate() = %v", err)
-			}
-			dst.wait(t)
-			if res.Digest != want.String() {
-				t.Errorf("digest = %s, want %s (unmigrated run); ballooned %d, rounds %d, sent %d",
-					res.Digest, want, res.BalloonedPagesSkipped, res.PrecopyRounds, res.PagesSent)
-			}
+			checkDigest(t, dst.migrate(t, src, dom, p, ""), want)
 		})
 	}
 }
@@ -516,17 +495,7 @@ func TestBalloonedDuringRound(t *testing.T) {
 			src := &ballooningHost{Host: sim.NewHost(), gfn: hypervisor.GFN(spec.MemoryPages - 1)} // free: the allocator works upward
 			defer src.Close()
 			dom := boot(t, src.Host, spec, 300)
-			res, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, plan(mode, xenmig.PushSequential), testLog("src"))
-			if err != nil {
-				t.Fatalf("Migrate() = %v", err)
-			}
-			dst.wait(t)
-			if dst.err != nil {
-				t.Fatalf("Receive() = %v", dst.err)
-			}
-			if res.Digest != want.String() {
-				t.Errorf("digest = %s, want %s (unmigrated run)", res.Digest, want)
-			}
+			checkDigest(t, dst.migrate(t, src, dom, plan(mode, xenmig.PushSequential), ""), want)
 			pop, err := dst.host.Populated(dst.inc.Domain)
 			if err != nil {
 				t.Fatalf("Populated() = %v", err)

@@ -28,19 +28,7 @@ const (
 // exit code, standard output and standard error.
 func certsProc(t *testing.T, args ...string) (int, []byte, string) {
 	t.Helper()
-	cmd := exec.Command(xenmigBin, append([]string{"certs"}, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return 0, stdout.Bytes(), stderr.String()
-	case errors.As(err, &ee):
-		return ee.ExitCode(), stdout.Bytes(), stderr.String()
-	}
-	t.Fatalf("run xenmig certs: %v", err)
-	return 0, nil, ""
+	return xenmigProc(t, append([]string{"certs"}, args...)...)
 }
 
 // makeCerts runs `xenmig certs` for the two test hosts in a new directory

@@ -100,8 +100,14 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 // code, standard output and standard error.
 func migrateProc(t *testing.T, args ...string) (int, []byte, string) {
 	t.Helper()
-	full := append([]string{"--backend", "sim", "--insecure-plaintext", "--log-level", "info", "migrate"}, args...)
-	cmd := exec.Command(xenmigBin, full...)
+	return xenmigProc(t, append([]string{"--backend", "sim", "--insecure-plaintext", "--log-level", "info", "migrate"}, args...)...)
+}
+
+// xenmigProc runs xenmig with args as its own process and returns its exit
+// code, standard output and standard error.
+func xenmigProc(t *testing.T, args ...string) (int, []byte, string) {
+	t.Helper()
+	cmd := exec.Command(xenmigBin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -112,7 +118,7 @@ func migrateProc(t *testing.T, args ...string) (int, []byte, string) {
 	case errors.As(err, &ee):
 		return ee.ExitCode(), stdout.Bytes(), stderr.String()
 	}
-	t.Fatalf("run xenmig migrate: %v", err)
+	t.Fatalf("run xenmig %v: %v", args, err)
 	return 0, nil, ""
 }
 

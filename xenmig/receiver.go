@@ -304,16 +304,14 @@ func (r *receiver) precopyPages(p wire.Pages) error {
 	// trail the source and lengthen the downtime.
 	gfns := make([]hypervisor.GFN, 0, len(p.GFNs))
 	data := make([]byte, 0, len(p.Data))
-	off := 0
-	for i, g := range p.GFNs {
+	for g, page := range p.All() {
 		if uint64(g) >= r.written.Len() {
 			return fmt.Errorf("page for gfn %#x beyond the guest: %w", uint64(g), wire.ErrMalformed)
 		}
 		switch {
-		case !p.Zero[i]:
+		case page != nil:
 			gfns = append(gfns, g)
-			data = append(data, p.Data[off:off+hypervisor.PageSize]...)
-			off += hypervisor.PageSize
+			data = append(data, page...)
 			r.written.Set(g)
 		case r.written.Test(g):
 			gfns = append(gfns, g)
@@ -684,18 +682,15 @@ func (in *installer) setOwed(owed *hypervisor.Bitmap) {
 
 // stage keeps a pre-copy batch until the switchover.
 func (in *installer) stage(p wire.Pages) error {
-	data := slices.Clone(p.Data) // the record's buffer is reused
+	p.Data = slices.Clone(p.Data) // the record's buffer is reused
 	in.stagedMu.Lock()
 	defer in.stagedMu.Unlock()
-	off := 0
-	for i, g := range p.GFNs {
+	for g, page := range p.All() {
 		if uint64(g) >= in.installed.Len() {
 			return fmt.Errorf("staged gfn %#x beyond the guest: %w", uint64(g), wire.ErrMalformed)
 		}
-		page := zeroPage[:] // shared, only read
-		if !p.Zero[i] {
-			page = data[off : off+hypervisor.PageSize]
-			off += hypervisor.PageSize
+		if page == nil {
+			page = zeroPage[:] // shared, only read
 		}
 		in.staged[g] = page
 	}
@@ -818,12 +813,9 @@ func (in *installer) fault(reqs []hypervisor.Request) ([]hypervisor.GFN, error) 
 
 // installBatch installs every page of a batch.
 func (in *installer) installBatch(p wire.Pages) error {
-	off := 0
-	for i, g := range p.GFNs {
-		page := zeroPage[:]
-		if !p.Zero[i] {
-			page = p.Data[off : off+hypervisor.PageSize]
-			off += hypervisor.PageSize
+	for g, page := range p.All() {
+		if page == nil {
+			page = zeroPage[:]
 		}
 		if err := in.install(g, page); err != nil {
 			return err
@@ -899,13 +891,7 @@ func (in *installer) settle(g hypervisor.GFN, dropped bool) error {
 func (in *installer) missing() (*hypervisor.Bitmap, []hypervisor.GFN) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	m := in.owed.Clone()
-	m.AndNot(in.installed)
-	in.stagedMu.Lock()
-	for g := range in.staged { // still here to install: not the source's to send
-		m.Clear(g)
-	}
-	in.stagedMu.Unlock()
+	m := in.outstandingLocked()
 	in.requested.AndNot(m)
 	var wanted []hypervisor.GFN
 	for g := range in.waiting {
@@ -917,19 +903,27 @@ func (in *installer) missing() (*hypervisor.Bitmap, []hypervisor.GFN) {
 	return m, wanted
 }
 
+// outstandingLocked returns the owed gfns neither installed nor staged
+// here: those only the source can still send. in.mu must be held (a staged
+// page becomes requested under it).
+func (in *installer) outstandingLocked() *hypervisor.Bitmap {
+	m := in.owed.Clone()
+	m.AndNot(in.installed)
+	in.stagedMu.Lock()
+	for g := range in.staged {
+		m.Clear(g)
+	}
+	in.stagedMu.Unlock()
+	return m
+}
+
 // unsent counts the owed gfns neither installed, staged nor asked for, and
 // returns the first of them.
 func (in *installer) unsent() (n uint64, first hypervisor.GFN) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	m := in.owed.Clone()
-	m.AndNot(in.installed)
+	m := in.outstandingLocked()
 	m.AndNot(in.requested)
-	in.stagedMu.Lock() // under mu, as a staged page becomes requested under it
-	for g := range in.staged {
-		m.Clear(g)
-	}
-	in.stagedMu.Unlock()
 	if gfns := m.GFNs(); len(gfns) > 0 {
 		return uint64(len(gfns)), gfns[0]
 	}

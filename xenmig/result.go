@@ -21,7 +21,7 @@ type Result struct {
 	PreparationMS float64 `json:"preparation_ms"` // connect .. destination ready to receive
 	ResumeMS      float64 `json:"resume_ms"`      // destination: go .. guest unpaused
 	PrecopyRounds int     `json:"precopy_rounds"`
-	Reconnects    int64   `json:"reconnects"` // sessions reopened after a break in post-copy
+	Reconnects    int64   `json:"reconnects"` // sessions reopened after a break at or after the switchover
 
 	GuestPages            uint64 `json:"guest_pages"`             // populated gfns when the copy began
 	PagesOwned            uint64 `json:"pages_owned"`             // populated non-zero pages: what must move at least once

@@ -134,13 +134,12 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 		return nil, fmt.Errorf("domain %s: config: %w", info.Name, err)
 	}
 	s.addr, s.session = addr, newSessionID()
-	s.main, s.urgent, err = s.transport.dial(ctx, addr, s.session, false)
+	main, urgent, err := s.transport.dial(ctx, addr, s.session, false)
 	if err != nil {
 		return nil, err
 	}
+	s.use(main, urgent)
 	defer func() { s.main.Close(); s.urgent.Close() }() // the last pair, after reconnections
-	s.main.countWrites(&s.counter.bytes)
-	s.urgent.countWrites(&s.counter.bytes)
 
 	// Until the switchover, every failure lands here and resumes the domain.
 	var paused, logDirty bool
@@ -548,6 +547,14 @@ func (s *sender) reconnect(ctx context.Context, claims *claimSet, order *pushOrd
 	return nil
 }
 
+// use makes main and urgent the session's connections, counting what they
+// send.
+func (s *sender) use(main, urgent *conn) {
+	s.main, s.urgent = main, urgent
+	s.main.countWrites(&s.counter.bytes)
+	s.urgent.countWrites(&s.counter.bytes)
+}
+
 // redial reopens the session, with backoff, until the destination answers
 // with the gfns it lacks, says how the session ended (errNotSwitched,
 // errDestinationComplete), or Plan.ReconnectTimeout passes.
@@ -568,9 +575,7 @@ func (s *sender) redial(ctx context.Context) (*hypervisor.Bitmap, error) {
 			if err == nil {
 				s.main.Close()
 				s.urgent.Close()
-				s.main, s.urgent = main, urgent
-				s.main.countWrites(&s.counter.bytes)
-				s.urgent.countWrites(&s.counter.bytes)
+				s.use(main, urgent)
 				s.reconnects.Add(1)
 				return missing, nil
 			}

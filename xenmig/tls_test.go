@@ -91,9 +91,7 @@ func TestMutualTLS(t *testing.T) {
 				t.Fatalf("Migrate() = %v", err)
 			}
 			dst.wait(t)
-			if want := reference(t, spec); res.Digest != want.String() {
-				t.Errorf("digest = %s, want %s", res.Digest, want)
-			}
+			checkDigest(t, res, reference(t, spec))
 		})
 	}
 }
@@ -107,17 +105,11 @@ func TestBandwidthLimit(t *testing.T) {
 	dom := boot(t, src, spec, 100)
 	p := plan(xenmig.PostCopy, xenmig.PushSequential)
 	p.Bandwidth = 40 << 20 // 40 MiB/s
-	res, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, p)
-	if err != nil {
-		t.Fatalf("Migrate() = %v", err)
-	}
-	dst.wait(t)
+	res := dst.migrate(t, src, dom, p, "")
 	// The first burst may go at once; the rest waits for tokens.
 	minMS := float64(res.BytesSent-uint64(4<<20)) / float64(p.Bandwidth) * 1000
 	if res.TotalMS < minMS {
 		t.Errorf("sent %d bytes in %.0f ms at a %d B/s limit, want at least %.0f ms", res.BytesSent, res.TotalMS, p.Bandwidth, minMS)
 	}
-	if want := reference(t, spec); res.Digest != want.String() {
-		t.Errorf("digest = %s, want %s", res.Digest, want)
-	}
+	checkDigest(t, res, reference(t, spec))
 }

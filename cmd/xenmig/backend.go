@@ -5,7 +5,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 
 	"github.com/xenmig/xenmig/conf"
 	"github.com/xenmig/xenmig/hypervisor"
@@ -48,6 +50,15 @@ func (a *app) plan() xenmig.Plan {
 	p.BalloonWait = m.BalloonWait.Duration()
 	p.ReconnectTimeout = m.ReconnectTimeout.Duration()
 	return p
+}
+
+// destination is the receiver's address: HOST[:PORT], port migration.port
+// when none is given.
+func (a *app) destination(hostport string) string {
+	if _, _, err := net.SplitHostPort(hostport); err != nil {
+		return net.JoinHostPort(hostport, strconv.Itoa(a.cfg.Migration.Port))
+	}
+	return hostport
 }
 
 // receiveOptions are the engine options of an incoming migration.

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -114,10 +112,11 @@ func (f *guestFlags) register(fs *pflag.FlagSet, prefix string, run, warmup time
 // with balloon, the guest runs the self-ballooning agent.
 func (f *guestFlags) spec(a *app, name string, balloon bool) (sim.GuestSpec, error) {
 	g := a.cfg.Sim.Guest
+	var workingSet conf.Size
 	for _, s := range []struct {
 		flag, val string
 		dst       *conf.Size
-	}{{"size", f.memory, &g.Memory}, {"used", f.used, &g.Used}} {
+	}{{"size", f.memory, &g.Memory}, {"used", f.used, &g.Used}, {"working-set", f.workingSet, &workingSet}} {
 		if s.val != "" {
 			if err := s.dst.UnmarshalText([]byte(s.val)); err != nil {
 				return sim.GuestSpec{}, withCode(exitUsage, fmt.Errorf("--%s: %w", s.flag, err))
@@ -151,11 +150,7 @@ func (f *guestFlags) spec(a *app, name string, balloon bool) (sim.GuestSpec, err
 		spec.Balloond = &sim.BalloondSpec{} // the guest runs xenmig-balloond
 	}
 	if f.workingSet != "" {
-		var ws conf.Size
-		if err := ws.UnmarshalText([]byte(f.workingSet)); err != nil {
-			return spec, withCode(exitUsage, fmt.Errorf("--working-set: %w", err))
-		}
-		spec.Workload.WorkingSet = ws.Pages()
+		spec.Workload.WorkingSet = workingSet.Pages()
 	}
 	if f.writePercent >= 0 {
 		spec.Workload.WritePercent = f.writePercent
@@ -197,10 +192,7 @@ its memory equals an unmigrated run's.
 			if err != nil {
 				return err
 			}
-			addr := args[1]
-			if _, _, err := net.SplitHostPort(addr); err != nil {
-				addr = net.JoinHostPort(addr, strconv.Itoa(a.cfg.Migration.Port))
-			}
+			addr := a.destination(args[1])
 			t, err := a.transport(false)
 			if err != nil {
 				return err

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
@@ -127,10 +126,7 @@ func (s *pluginServer) Migrate(ctx context.Context, req plugin.MigrateRequest) (
 	if err != nil {
 		return nil, err
 	}
-	addr := req.Destination
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		addr = net.JoinHostPort(addr, strconv.Itoa(s.a.cfg.Migration.Port))
-	}
+	addr := s.a.destination(req.Destination)
 	t, err := s.a.transport(false)
 	if err != nil {
 		return nil, err

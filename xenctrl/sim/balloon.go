@@ -40,7 +40,7 @@ func (d *domain) balloon(targets <-chan string, applied string) {
 			}
 		}
 		if target, ok := d.balloonTarget(); ok {
-			d.balloonTo(target) // if a pause interrupts it, Unpause kicks it again
+			d.balloonTo(target)
 		}
 	}
 }
@@ -68,16 +68,14 @@ func (d *domain) kickBalloon() {
 }
 
 // balloonTo moves the guest's populated memory toward target pages, a chunk
-// at a time, and reports whether it stopped because the domain was paused.
-func (d *domain) balloonTo(target uint64) bool {
+// at a time, until it is reached, no free page is left to release, or the
+// domain is paused (Unpause kicks the driver again).
+func (d *domain) balloonTo(target uint64) {
 	cursor := len(d.lay.usable) - 1 // inflate scans down from here, once
 	for {
 		moved, running := d.balloonStep(target, &cursor)
-		if !running {
-			return true
-		}
-		if moved < balloonChunk {
-			return false // reached, or no free page left to release
+		if !running || moved < balloonChunk {
+			return
 		}
 	}
 }

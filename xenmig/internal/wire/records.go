@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"iter"
 
 	"github.com/xenmig/xenmig/hypervisor"
 )
@@ -93,6 +94,24 @@ type Pages struct {
 	GFNs  []hypervisor.GFN
 	Zero  []bool
 	Data  []byte // the non-zero pages, concatenated
+}
+
+// All yields each gfn of the batch with its page's data, nil for a zero
+// page. The data aliases p.Data.
+func (p Pages) All() iter.Seq2[hypervisor.GFN, []byte] {
+	return func(yield func(hypervisor.GFN, []byte) bool) {
+		off := 0
+		for i, g := range p.GFNs {
+			var data []byte
+			if !p.Zero[i] {
+				data = p.Data[off : off+hypervisor.PageSize]
+				off += hypervisor.PageSize
+			}
+			if !yield(g, data) {
+				return
+			}
+		}
+	}
 }
 
 // AppendPagesHeader encodes the header of a batch: the count, the flags and

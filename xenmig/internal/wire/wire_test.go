@@ -80,6 +80,20 @@ func TestPagesRoundTrip(t *testing.T) {
 	if _, err := UnmarshalPages(body[:len(body)-1]); !errors.Is(err, ErrMalformed) {
 		t.Errorf("UnmarshalPages(short data) = %v, want ErrMalformed", err)
 	}
+	var first []byte // what All yields: each gfn with its data, nil for a zero page
+	for g, page := range p.All() {
+		switch g {
+		case 5, 9:
+			first = append(first, page[0])
+		case 1 << 40:
+			if page != nil {
+				t.Errorf("All() gave %d bytes for the zero page, want nil", len(page))
+			}
+		}
+	}
+	if !bytes.Equal(first, []byte{1, 2}) {
+		t.Errorf("All() pages begin %v, want [1 2]", first)
+	}
 }
 
 func TestConfigRoundTrip(t *testing.T) {

@@ -111,6 +111,8 @@ func TestParseOverrides(t *testing.T) {
 		}},
 		{"[receiver]\nlisten = \"127.0.0.1:0\"\nserve = true", func(c *Config) { c.Receiver = ReceiverConfig{"127.0.0.1:0", true} }},
 		{"[receiver]\nlisten = \"[::1]:8002\"", func(c *Config) { c.Receiver.Listen = "[::1]:8002" }},
+		{"[sim.guest]\nmemory = \"256M\"\nused = \"64m\"", func(c *Config) { c.Sim.Guest.Memory, c.Sim.Guest.Used = 256*MiB, 64*MiB }},
+		{"[sim.guest]\nmemory = \"2048MB\"\nused = \"4096kB\"", func(c *Config) { c.Sim.Guest.Memory, c.Sim.Guest.Used = 2048e6, 4096e3 }},
 		{"[sim]\nnotify_latency = \"0\"\n[sim.guest]\nmemory = \"512MiB\"\nused = 4096\nvcpus = 4\nworkload = \"web\"\nseed = 42", func(c *Config) {
 			c.Sim.NotifyLatency = 0
 			c.Sim.Guest = GuestConfig{Memory: 512 * MiB, VCPUs: 4, Used: 4 * KiB, Workload: "web", Seed: 42}
@@ -260,11 +262,11 @@ func TestParseErrors(t *testing.T) {
 		{"[log]\nlevel = 3", `xenmig.toml:2: log.level: incompatible types: TOML value has type int64; destination has type string`},
 		{"[migration]\nconnect_timeout = 10", `xenmig.toml:2: migration.connect_timeout: duration "10" has no unit (want e.g. "10s" or "10ms")`},
 		{"# c\n[migration]\nreconnect_timeout = \"soon\"", `xenmig.toml:3: migration.reconnect_timeout: invalid duration "soon" (want e.g. "10s", "250ms" or "5us")`},
-		{"[migration]\nbandwidth = \"fast\"", `xenmig.toml:2: migration.bandwidth: invalid rate "fast" (want "1gbit", "125MB/s" or 0 for unlimited)`},
-		{"[migration]\nbandwidth = \"1gbps\"", `xenmig.toml:2: migration.bandwidth: invalid rate "1gbps": unknown unit "gbps" (want "1gbit", "125MB/s" or 0 for unlimited)`},
-		{"[sim.guest]\nmemory = \"1 GB and a bit\"", `xenmig.toml:2: sim.guest.memory: invalid size "1 GB and a bit": unknown unit "GB and a bit" (want "512MiB", "1GiB" or a number of bytes)`},
+		{"[migration]\nbandwidth = \"fast\"", `xenmig.toml:2: migration.bandwidth: invalid rate "fast" (want e.g. "1gbit", "100mbit", "125MB/s" or 0 for unlimited)`},
+		{"[migration]\nbandwidth = \"1gbps\"", `xenmig.toml:2: migration.bandwidth: invalid rate "1gbps": unknown unit "gbps" (want e.g. "1gbit", "100mbit", "125MB/s" or 0 for unlimited)`},
+		{"[sim.guest]\nmemory = \"1 GB and a bit\"", `xenmig.toml:2: sim.guest.memory: invalid size "1 GB and a bit": unknown unit "GB and a bit" (want e.g. "256M" or "256MiB" (binary), "1GB" (10^9 bytes) or a number of bytes)`},
 		{"[sim.guest]\nmemory = -4096", `xenmig.toml:2: sim.guest.memory: size "-4096" is negative`},
-		{"[sim.guest]\nmemory = true", `xenmig.toml:2: sim.guest.memory: invalid size "true" (want "512MiB", "1GiB" or a number of bytes)`},
+		{"[sim.guest]\nmemory = true", `xenmig.toml:2: sim.guest.memory: invalid size "true" (want e.g. "256M" or "256MiB" (binary), "1GB" (10^9 bytes) or a number of bytes)`},
 		{"[migration]\nprecopy_max_factor = \"x\"", `xenmig.toml:2: migration.precopy_max_factor: incompatible types: TOML value has type string; destination has type float`},
 		{"log = 3", `xenmig.toml:1: log: type mismatch for conf.LogConfig: expected table but found int64`},
 		// Syntax errors keep the line.

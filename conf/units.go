@@ -43,10 +43,12 @@ func (d *Duration) UnmarshalText(text []byte) error {
 	return nil
 }
 
-// Size is an amount of memory or data in bytes. In TOML it is an integer
-// (bytes) or a string with a unit: "4096", "512MiB", "1GiB", "1.5GB". Binary
-// units (KiB, MiB, GiB, TiB) are powers of 1024, decimal ones (kB/KB, MB, GB,
-// TB) powers of 1000, and B or no unit means bytes. Units are
+// Size is an amount of memory or data in bytes. In TOML and on the command
+// line it is an integer (bytes) or a string with a unit, following xl's
+// convention (memory=, xl mem-set), which QEMU's -m and the kernel's mem=
+// share: a bare K, M, G or T suffix is binary, so "256M" is 256 MiB, as are
+// "256m" and "256MiB". Decimal units need the explicit kB, MB, GB or TB
+// ("1GB" is 10^9 bytes). B or no unit means bytes. Units are
 // case-insensitive.
 type Size uint64
 
@@ -58,12 +60,15 @@ const (
 	TiB Size = 1 << 40 // tebibyte
 )
 
+// sizeExample is what an error about a size suggests instead.
+const sizeExample = `e.g. "256M" or "256MiB" (binary), "1GB" (10^9 bytes) or a number of bytes`
+
 var sizeUnits = map[string]float64{
 	"": 1, "b": 1,
-	"k": 1e3, "kb": 1e3, "kib": 1 << 10,
-	"m": 1e6, "mb": 1e6, "mib": 1 << 20,
-	"g": 1e9, "gb": 1e9, "gib": 1 << 30,
-	"t": 1e12, "tb": 1e12, "tib": 1 << 40,
+	"k": 1 << 10, "kib": 1 << 10, "kb": 1e3,
+	"m": 1 << 20, "mib": 1 << 20, "mb": 1e6,
+	"g": 1 << 30, "gib": 1 << 30, "gb": 1e9,
+	"t": 1 << 40, "tib": 1 << 40, "tb": 1e12,
 }
 
 // Bytes returns s as a number of bytes.
@@ -91,7 +96,7 @@ func (s Size) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // UnmarshalText implements encoding.TextUnmarshaler.
 func (s *Size) UnmarshalText(text []byte) error {
-	v, err := parseQuantity(string(text), sizeUnits, "size", `"512MiB", "1GiB" or a number of bytes`)
+	v, err := parseQuantity(string(text), sizeUnits, "size", sizeExample)
 	if err != nil {
 		return err
 	}
@@ -151,7 +156,7 @@ func (r Rate) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
 
 // UnmarshalText implements encoding.TextUnmarshaler.
 func (r *Rate) UnmarshalText(text []byte) error {
-	v, err := parseQuantity(string(text), rateUnits, "rate", `"1gbit", "125MB/s" or 0 for unlimited`)
+	v, err := parseQuantity(string(text), rateUnits, "rate", `e.g. "1gbit", "100mbit", "125MB/s" or 0 for unlimited`)
 	if err != nil {
 		return err
 	}

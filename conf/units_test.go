@@ -43,25 +43,46 @@ func TestSizeText(t *testing.T) {
 		want Size
 		err  string
 	}{
+		// Bytes.
 		{"4096", 4096, ""},
 		{"0", 0, ""},
+		{"100B", 100, ""},
+		{"1_048_576", MiB, ""},
+		// A bare K/M/G/T suffix is binary, in any case, as xl's memory= is.
+		{"4K", 4 * KiB, ""},
+		{"4k", 4 * KiB, ""},
+		{"256M", 256 * MiB, ""},
+		{"256m", 256 * MiB, ""},
+		{"2G", 2 * GiB, ""},
+		{"2g", 2 * GiB, ""},
+		{"1T", TiB, ""},
+		{"1t", TiB, ""},
+		{"1.5G", 3 * GiB / 2, ""},
+		{"256 M", 256 * MiB, ""},
+		// Explicit binary units.
+		{"4KiB", 4 * KiB, ""},
 		{"512MiB", 512 * MiB, ""},
+		{"512mib", 512 * MiB, ""},
 		{"1GiB", GiB, ""},
 		{"1gib", GiB, ""},
 		{"1 GiB", GiB, ""},
 		{"1.5GiB", 3 * GiB / 2, ""},
-		{"1GB", 1e9, ""},
-		{"2G", 2e9, ""},
-		{"4KiB", 4 * KiB, ""},
-		{"4kB", 4000, ""},
-		{"100B", 100, ""},
 		{"1TiB", TiB, ""},
-		{"1_048_576", MiB, ""},
-		{"", 0, `invalid size "" (want "512MiB", "1GiB" or a number of bytes)`},
-		{"GiB", 0, `invalid size "GiB" (want "512MiB", "1GiB" or a number of bytes)`},
-		{"1..5GiB", 0, `invalid size "1..5GiB" (want "512MiB", "1GiB" or a number of bytes)`},
+		// Decimal only with an explicit kB/MB/GB/TB.
+		{"4kB", 4000, ""},
+		{"4KB", 4000, ""},
+		{"256MB", 256e6, ""},
+		{"256mb", 256e6, ""},
+		{"1GB", 1e9, ""},
+		{"1.5GB", 15e8, ""},
+		{"1TB", 1e12, ""},
+		// Errors say what is wrong and show an example.
+		{"", 0, `invalid size "" (want e.g. "256M" or "256MiB" (binary), "1GB" (10^9 bytes) or a number of bytes)`},
+		{"GiB", 0, `invalid size "GiB" (want e.g. "256M" or "256MiB" (binary), "1GB" (10^9 bytes) or a number of bytes)`},
+		{"1..5GiB", 0, `invalid size "1..5GiB" (want e.g. "256M" or "256MiB" (binary), "1GB" (10^9 bytes) or a number of bytes)`},
 		{"-1GiB", 0, `size "-1GiB" is negative`},
-		{"1gbit", 0, `invalid size "1gbit": unknown unit "gbit" (want "512MiB", "1GiB" or a number of bytes)`},
+		{"1gbit", 0, `invalid size "1gbit": unknown unit "gbit" (want e.g. "256M" or "256MiB" (binary), "1GB" (10^9 bytes) or a number of bytes)`},
+		{"1Mi", 0, `invalid size "1Mi": unknown unit "Mi" (want e.g. "256M" or "256MiB" (binary), "1GB" (10^9 bytes) or a number of bytes)`},
 		{"99999999TiB", 0, `size "99999999TiB" is too large`},
 	} {
 		var s Size
@@ -120,9 +141,10 @@ func TestRateText(t *testing.T) {
 		{"1MiB/s", 8 << 20, ""},
 		{"4096B/s", 8 * 4096, ""},
 		{"1GB/s", 8 * Gbit, ""},
-		{"fast", 0, `invalid rate "fast" (want "1gbit", "125MB/s" or 0 for unlimited)`},
-		{"1gbps", 0, `invalid rate "1gbps": unknown unit "gbps" (want "1gbit", "125MB/s" or 0 for unlimited)`},
-		{"125MB", 0, `invalid rate "125MB": unknown unit "MB" (want "1gbit", "125MB/s" or 0 for unlimited)`},
+		{"1G", 0, `invalid rate "1G": unknown unit "G" (want e.g. "1gbit", "100mbit", "125MB/s" or 0 for unlimited)`},
+		{"fast", 0, `invalid rate "fast" (want e.g. "1gbit", "100mbit", "125MB/s" or 0 for unlimited)`},
+		{"1gbps", 0, `invalid rate "1gbps": unknown unit "gbps" (want e.g. "1gbit", "100mbit", "125MB/s" or 0 for unlimited)`},
+		{"125MB", 0, `invalid rate "125MB": unknown unit "MB" (want e.g. "1gbit", "100mbit", "125MB/s" or 0 for unlimited)`},
 		{"-1gbit", 0, `rate "-1gbit" is negative`},
 	} {
 		var r Rate

@@ -28,7 +28,7 @@ it (post-copy by default) with a progress bar, and print the measures. The
 destination runs the guest to its end; its memory digest must equal that of
 the same guest run without migration, which proves nothing was lost.`,
 		Example: `  xenmig demo
-  xenmig demo --size 2GiB --workload web --mode hybrid
+  xenmig demo --size 2G --workload web --mode hybrid
   xenmig demo --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -95,11 +95,11 @@ type guestFlags struct {
 }
 
 func (f *guestFlags) register(fs *pflag.FlagSet, prefix string, run, warmup time.Duration) {
-	fs.StringVar(&f.memory, prefix+"size", "", "simulated guest memory, e.g. 1GiB (default: sim.guest.memory)")
-	fs.StringVar(&f.used, prefix+"used", "", "memory in use at boot (default: sim.guest.used)")
+	fs.StringVar(&f.memory, prefix+"size", "", "simulated guest memory, e.g. 1G or 256M (binary, as xl's memory=; 1GB is 10^9 bytes) (default: sim.guest.memory)")
+	fs.StringVar(&f.used, prefix+"used", "", "memory in use at boot, e.g. 300M (default: sim.guest.used)")
 	fs.StringVar(&f.workload, prefix+"workload", "", "workload: idle, stress, kcompile, web, qsort (default: sim.guest.workload)")
 	fs.IntVar(&f.vcpus, prefix+"vcpus", 0, "vCPUs (default: sim.guest.vcpus)")
-	fs.StringVar(&f.workingSet, prefix+"working-set", "", "memory the workload works on, e.g. 512MiB (default: the workload's own)")
+	fs.StringVar(&f.workingSet, prefix+"working-set", "", "memory the workload works on, e.g. 512M (default: the workload's own)")
 	fs.IntVar(&f.writePercent, prefix+"write-percent", -1, "share of stress accesses that write, 0-100 (default: the workload's own)")
 	fs.BoolVar(&f.sweep, prefix+"sweep", false, "stress: sweep the working set in order instead of at random (spatial locality, as a scan or a copy has)")
 	fs.Uint64Var(&f.seed, prefix+"seed", 0, "workload seed (default: sim.guest.seed)")

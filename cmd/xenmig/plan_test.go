@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/xenmig/xenmig/conf"
 	"github.com/xenmig/xenmig/xenmig"
 )
 
@@ -42,5 +43,39 @@ func TestPlanChoices(t *testing.T) {
 					p.Mode, p.Push, p.Pivots, p.Bandwidth, p.Balloon, tc.mode, tc.push, tc.pivots, tc.bw, tc.balloon)
 			}
 		})
+	}
+}
+
+// TestGuestSizeFlags: size flags read xl's units (a bare M is MiB) and an
+// error names the flag and shows an example.
+func TestGuestSizeFlags(t *testing.T) {
+	for _, tc := range []struct {
+		memory, used string
+		pages, used4 uint64 // memory and used pages
+		err          string
+	}{
+		{"256M", "64m", 65536, 16384, ""},
+		{"1G", "256MiB", 262144, 65536, ""},
+		{"1GiB", "4096kB", 262144, 1000, ""},
+		{"256MB", "", 62500, 62500, ""}, // 256e6 bytes: used defaults to the memory
+		{"256 megs", "", 0, 0, `--size: invalid size "256 megs": unknown unit "megs" (want e.g. "256M" or "256MiB" (binary), "1GB" (10^9 bytes) or a number of bytes)`},
+		{"256M", "300M", 0, 0, "--used 300MiB is more than the guest's memory 256MiB"},
+	} {
+		a := &app{cfg: conf.Default()}
+		a.cfg.Sim.Guest.Used = a.cfg.Sim.Guest.Memory
+		if tc.used == "" {
+			tc.used = tc.memory
+		}
+		f := guestFlags{memory: tc.memory, used: tc.used, writePercent: -1}
+		spec, err := f.spec(a, "g", false)
+		if tc.err != "" {
+			if err == nil || err.Error() != tc.err {
+				t.Errorf("spec(--size %s --used %s) = %v, want %q", tc.memory, tc.used, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || spec.MemoryPages != tc.pages || spec.UsedPages != tc.used4 {
+			t.Errorf("spec(--size %s --used %s) = %d, %d pages, %v, want %d, %d", tc.memory, tc.used, spec.MemoryPages, spec.UsedPages, err, tc.pages, tc.used4)
+		}
 	}
 }

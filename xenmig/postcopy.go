@@ -1,0 +1,165 @@
+package xenmig
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/xenmig/xenmig/hypervisor"
+	"github.com/xenmig/xenmig/xenmig/internal/wire"
+	"golang.org/x/sync/errgroup"
+)
+
+// postcopy pushes the owed pages in the plan's order and serves the
+// destination's faults until it confirms every gfn is installed.
+func (s *sender) postcopy(ctx context.Context, owed *hypervisor.Bitmap, heat []uint8) error {
+	claims := newClaimSet(owed.Len())
+	claims.claimAllBut(owed)
+	var first []hypervisor.GFN
+	if heat != nil {
+		first = owed.GFNs()
+		slices.SortStableFunc(first, func(a, b hypervisor.GFN) int { return int(heat[b]) - int(heat[a]) })
+	}
+	pivots := 0
+	if s.plan.Push == PushPrepaging || s.plan.Push == PushWorkingSet {
+		pivots = s.plan.Pivots
+	}
+	order := newPushOrder(claims, pivots, first)
+	s.progress.set("postcopy", 0, owed.Count())
+	for {
+		err := s.postcopyRound(ctx, claims, order)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || errors.Is(err, ErrAborted) || s.plan.ReconnectTimeout <= 0 {
+			return fmt.Errorf("post-copy: %w", err)
+		}
+		s.log.WithError(err).Warn("connection lost after the switchover; reconnecting to finish the post-copy")
+		if rerr := s.reconnect(ctx, claims, order); rerr != nil {
+			return fmt.Errorf("post-copy: %w; reconnecting failed: %w", err, rerr)
+		}
+	}
+}
+
+// postcopyRound pushes and serves faults over the current connections until
+// the destination confirms every gfn, or a connection breaks.
+func (s *sender) postcopyRound(ctx context.Context, claims *claimSet, order *pushOrder) error {
+	g, gctx := errgroup.WithContext(ctx)
+	var lastFault atomic.Int64
+	lastFault.Store(time.Now().UnixNano())
+	g.Go(func() error { // demand server on the urgent channel
+		return s.serveFaults(gctx, claims, order, &lastFault)
+	})
+	g.Go(func() error { // background push on the main channel
+		return s.push(gctx, order, &lastFault)
+	})
+	complete := make(chan error, 1)
+	go func() { // the destination's answer on the main channel
+		_, err := s.main.expect(wire.TypeComplete)
+		complete <- err
+	}()
+	var err error
+	answered := false
+	select {
+	case err = <-complete:
+		answered = true
+	case <-gctx.Done():
+	}
+	if answered && err == nil {
+		s.urgent.Close() // ends the demand server
+		return g.Wait()
+	}
+	// Broken: close both connections so that no goroutine stays blocked on
+	// them, then report the first cause.
+	s.main.Close()
+	s.urgent.Close()
+	gerr := g.Wait()
+	if !answered {
+		err = <-complete
+	}
+	if gerr != nil {
+		return gerr
+	}
+	return err
+}
+
+// push sends every unclaimed gfn, in the order's sequence.
+func (s *sender) push(ctx context.Context, order *pushOrder, lastFault *atomic.Int64) error {
+	sc := newScratch(s.plan.BatchPages)
+	queue := newSendQueue(s.main.tcp)
+	if s.plan.Push == PushDemand {
+		// Demand paging alone never completes; once the guest has gone
+		// DemandIdle without a fault, or after DemandMax, send the rest in
+		// order.
+		deadline := time.Now().Add(s.plan.DemandMax)
+		for time.Since(time.Unix(0, lastFault.Load())) < s.plan.DemandIdle && time.Now().Before(deadline) {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(min(s.plan.DemandIdle/10, 50*time.Millisecond)):
+			}
+		}
+	}
+	for ctx.Err() == nil {
+		gfns := order.next(s.plan.BatchPages)
+		if len(gfns) == 0 {
+			break
+		}
+		if err := s.sendPages(ctx, s.main, sc, gfns, 0, "push"); err != nil {
+			return err
+		}
+		queue.sent(sc.wrote)
+		// Let the demand server run: Go does not preempt a busy goroutine
+		// for up to 10 ms, which would be a fault's latency.
+		runtime.Gosched()
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := s.main.w.Write(wire.TypePushDone); err != nil {
+		return fmt.Errorf("send push-done: %w", err)
+	}
+	return nil
+}
+
+// serveFaults answers the destination's requests on the urgent channel with
+// the pages nobody has sent yet, and feeds the faults to the push order.
+func (s *sender) serveFaults(ctx context.Context, claims *claimSet, order *pushOrder, lastFault *atomic.Int64) error {
+	sc := newScratch(s.plan.BatchPages)
+	for {
+		typ, body, err := s.urgent.r.Read()
+		if err != nil {
+			// The destination closes its urgent side once it has every
+			// page, maybe before its completion reaches us on main; a real
+			// break shows on main too, which decides.
+			s.log.WithError(err).Debug("urgent channel closed")
+			return nil
+		}
+		if typ != wire.TypeRequest {
+			return fmt.Errorf("urgent channel: unexpected %v record: %w", typ, wire.ErrMalformed)
+		}
+		gfns, err := wire.UnmarshalGFNs(body)
+		if err != nil {
+			return err
+		}
+		lastFault.Store(time.Now().UnixNano())
+		mine := gfns[:0]
+		for _, g := range gfns {
+			order.fault(g)
+			if claims.claim(g) {
+				mine = append(mine, g)
+			}
+		}
+		for len(mine) > 0 {
+			n := min(len(mine), s.plan.BatchPages)
+			if err := s.sendPages(ctx, s.urgent, sc, mine[:n], wire.PagesDemand, "demand"); err != nil {
+				return err
+			}
+			mine = mine[n:]
+		}
+	}
+}

@@ -239,7 +239,11 @@ func (a *app) migrate(ctx context.Context, hv hypervisor.Hypervisor, plan xenmig
 		return nil, withCode(exitNotMoved, fmt.Errorf("domain %q: %w (see `xenmig list`)", name, err))
 	}
 	opts := []xenmig.Option{xenmig.WithLogger(a.log.WithField("side", "source")), xenmig.WithTransport(t)}
-	show, done := progressReporter(os.Stderr, a.log)
+	waiting := ""
+	if plan.ReportGuest {
+		waiting = "waiting for the destination to run the guest to the end of its run and report its memory digest"
+	}
+	show, done := progressReporter(os.Stderr, a.log, waiting)
 	if quiet && !isTerminal(os.Stderr) {
 		show, done = func(xenmig.Progress) {}, func() {}
 	}

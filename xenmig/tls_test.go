@@ -24,7 +24,7 @@ type testCA struct {
 	pool *x509.CertPool
 }
 
-func newCA(t *testing.T) *testCA {
+func newCA(t testing.TB) *testCA {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "xenmig test CA"},
@@ -42,7 +42,7 @@ func newCA(t *testing.T) *testCA {
 
 // transport returns a mutual-TLS transport with a certificate for
 // 127.0.0.1 signed by ca, trusting peers signed by trust.
-func (ca *testCA) transport(t *testing.T, server bool, trust *testCA) xenmig.Transport {
+func (ca *testCA) transport(t testing.TB, server bool, trust *testCA) xenmig.Transport {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "host"},

@@ -115,7 +115,7 @@ func newBenchCommand(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Benchmark every migration mode on a shaped Gigabit link between two network namespaces",
-		Long: `Create two network namespaces joined by a veth pair shaped with tc tbf (the
+		Long: `Create two network namespaces joined by a veth pair shaped with a tbf qdisc (the
 paper's Gigabit LAN: bench.rate, 1gbit, and bench.delay), run a simulated
 destination host in one and, in the other, one migration per cell of the
 matrix: modes {pre-copy, post-copy demand only, post-copy sequential push,
@@ -185,7 +185,7 @@ func (a *app) bench(ctx context.Context, b conf.BenchConfig, m benchMatrix, warm
 	lab, err := netlab.New(ctx, netlab.WithRate(b.Rate.BitsPerSecond()), netlab.WithDelay(b.Delay.Duration()))
 	if err != nil {
 		if errors.Is(err, netlab.ErrPermission) {
-			return withCode(exitUnsupported, fmt.Errorf("%w\n(xenmig bench creates network namespaces and tc qdiscs: run it as root)", err))
+			return withCode(exitUnsupported, fmt.Errorf("%w\n(xenmig bench creates network namespaces, a veth pair and qdiscs: run it as root)", err))
 		}
 		return withCode(exitUnsupported, err)
 	}

@@ -1,12 +1,17 @@
 // Package netlab builds the benchmark's network: two network namespaces
-// joined by a veth pair, shaped with tc like the paper's Gigabit LAN (token
-// bucket rate, optional added delay). Programs run inside either end through
-// Command. Every address lives only inside the two namespaces, which have no
-// route anywhere else, so no benchmark traffic can leave the lab.
+// joined by a veth pair, shaped like the paper's Gigabit LAN (a tbf token
+// bucket for the rate, netem for an optional added delay). Programs run
+// inside either end through Command. Every address lives only inside the two
+// namespaces, which have no route anywhere else, so no benchmark traffic can
+// leave the lab.
 //
-// A lab needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN, for `ip netns`), the ip
-// and tc programs of iproute2, and the kernel's tbf qdisc (and netem for an
-// added delay). New says which one is missing.
+// The lab talks to the kernel directly: namespaces are named as `ip netns`
+// names them (a bind mount under /run/netns, so `ip netns list` and `ip
+// netns exec` see them), and links, addresses and qdiscs are made over
+// rtnetlink (github.com/vishvananda/netlink and netns); no iproute2 program
+// is needed. A lab needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and the
+// kernel's tbf qdisc (and netem for an added delay). New says which one is
+// missing.
 //
 // The lab is torn down when its context is cancelled or Close is called,
 // whichever comes first; teardown kills every process left inside the
@@ -16,18 +21,18 @@
 package netlab
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultPrefix starts the name of every namespace a lab creates unless
@@ -49,16 +54,12 @@ const (
 	// minBurst is the smallest token bucket: a full GSO super-packet (64
 	// KiB) must fit, or tbf segments it and misses its rate.
 	minBurst = 64 << 10
-	// teardownTimeout bounds Close, which must work after ctx is cancelled.
-	teardownTimeout = 10 * time.Second
 )
 
 // Errors New wraps so callers can tell the user what to do (errors.Is).
 var (
 	// ErrPermission: the process lacks CAP_NET_ADMIN or CAP_SYS_ADMIN.
 	ErrPermission = errors.New("netlab: creating network namespaces needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run as root, or run the benchmark without a shaped network")
-	// ErrNoIproute2: the ip or tc program is not on PATH.
-	ErrNoIproute2 = errors.New("netlab: the ip and tc programs are needed: install iproute2 (apt-get install iproute2)")
 	// ErrNoQdisc: the kernel lacks a queueing discipline the shaping needs.
 	ErrNoQdisc = errors.New("netlab: the kernel lacks a queueing discipline the shaping needs")
 )
@@ -128,10 +129,10 @@ func New(ctx context.Context, opts ...Option) (*Lab, error) {
 		return nil, err
 	}
 	l := &Lab{rate: cfg.rate, delay: cfg.delay}
-	if err := l.addNamespaces(ctx, cfg.prefix); err != nil {
+	if err := l.addNamespaces(cfg.prefix); err != nil {
 		return nil, err
 	}
-	if err := l.setup(ctx); err != nil {
+	if err := l.setup(); err != nil {
 		return nil, errors.Join(err, l.teardown())
 	}
 	l.stop = context.AfterFunc(ctx, l.closeOnceOnly)
@@ -140,11 +141,6 @@ func New(ctx context.Context, opts ...Option) (*Lab, error) {
 
 // preflight checks what New needs before it changes anything.
 func preflight() error {
-	for _, p := range []string{"ip", "tc"} {
-		if _, err := exec.LookPath(p); err != nil {
-			return fmt.Errorf("%w (%v)", ErrNoIproute2, err)
-		}
-	}
 	status, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return fmt.Errorf("netlab: reading capabilities: %w", err)
@@ -187,76 +183,108 @@ func hasCaps(status string, caps ...uint) (bool, error) {
 	return false, errors.New("netlab: no CapEff line in /proc/self/status")
 }
 
-// addNamespaces creates the two namespaces under fresh names.
-func (l *Lab) addNamespaces(ctx context.Context, prefix string) error {
-	base := fmt.Sprintf("%s-%d-%06x", prefix, os.Getpid(), rand.Uint32()&0xffffff)
-	l.ns = [2]string{base + "-a", base + "-b"}
-	if err := run(ctx, "ip", "netns", "add", l.ns[A]); err != nil {
-		return permissionHint(err)
+// handle returns an rtnetlink handle that works inside side's namespace.
+func (l *Lab) handle(side Side) (*netlink.Handle, error) {
+	ns, err := netns.GetFromName(l.ns[side])
+	if err != nil {
+		return nil, fmt.Errorf("netlab: open network namespace %s: %w", l.ns[side], err)
 	}
-	if err := run(ctx, "ip", "netns", "add", l.ns[B]); err != nil {
-		return errors.Join(permissionHint(err), run(context.WithoutCancel(ctx), "ip", "netns", "del", l.ns[A]))
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("netlab: netlink in namespace %s: %w", l.ns[side], err)
 	}
-	return nil
-}
-
-// permissionHint marks err as ErrPermission when ip said so.
-func permissionHint(err error) error {
-	if strings.Contains(err.Error(), "Operation not permitted") || strings.Contains(err.Error(), "Permission denied") {
-		return fmt.Errorf("%w: %w", ErrPermission, err)
-	}
-	return err
+	return h, nil
 }
 
 // setup joins the namespaces with the veth pair, addresses and shapes it.
-func (l *Lab) setup(ctx context.Context) error {
-	a, b := l.ns[A], l.ns[B]
-	steps := [][]string{
-		{"ip", "-n", a, "link", "add", vethA, "type", "veth", "peer", "name", vethB, "netns", b},
-		{"ip", "-n", a, "addr", "add", addrA + prefixV4, "dev", vethA},
-		{"ip", "-n", b, "addr", "add", addrB + prefixV4, "dev", vethB},
-		{"ip", "-n", a, "link", "set", "lo", "up"},
-		{"ip", "-n", b, "link", "set", "lo", "up"},
-		{"ip", "-n", a, "link", "set", vethA, "up"},
-		{"ip", "-n", b, "link", "set", vethB, "up"},
-	}
-	steps = append(steps, shaping(a, vethA, l.rate, l.delay)...)
-	steps = append(steps, shaping(b, vethB, l.rate, l.delay)...)
-	for _, s := range steps {
-		if err := run(ctx, s[0], s[1:]...); err != nil {
-			if strings.Contains(err.Error(), "qdisc kind is unknown") {
-				return fmt.Errorf("%w (tbf needs CONFIG_NET_SCH_TBF, a delay needs CONFIG_NET_SCH_NETEM: try `modprobe -a sch_tbf sch_netem`, or run without shaping or delay): %w", ErrNoQdisc, err)
-			}
+func (l *Lab) setup() error {
+	var hs [2]*netlink.Handle
+	for _, side := range []Side{A, B} {
+		h, err := l.handle(side)
+		if err != nil {
 			return err
+		}
+		defer h.Close()
+		hs[side] = h
+	}
+	nsB, err := netns.GetFromName(l.ns[B])
+	if err != nil {
+		return fmt.Errorf("netlab: open network namespace %s: %w", l.ns[B], err)
+	}
+	defer nsB.Close()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: vethA}, PeerName: vethB, PeerNamespace: netlink.NsFd(nsB)}
+	if err := hs[A].LinkAdd(veth); err != nil {
+		return fmt.Errorf("netlab: add veth pair %s/%s: %w", vethA, vethB, err)
+	}
+	for _, end := range []struct {
+		side      Side
+		dev, addr string
+	}{{A, vethA, addrA}, {B, vethB, addrB}} {
+		h := hs[end.side]
+		link, err := h.LinkByName(end.dev)
+		if err != nil {
+			return fmt.Errorf("netlab: %s in %s: %w", end.dev, l.ns[end.side], err)
+		}
+		addr, err := netlink.ParseAddr(end.addr + prefixV4)
+		if err != nil {
+			return err
+		}
+		if err := h.AddrAdd(link, addr); err != nil {
+			return fmt.Errorf("netlab: address %s on %s: %w", addr, end.dev, err)
+		}
+		lo, err := h.LinkByName("lo")
+		if err != nil {
+			return fmt.Errorf("netlab: lo in %s: %w", l.ns[end.side], err)
+		}
+		for _, up := range []netlink.Link{lo, link} {
+			if err := h.LinkSetUp(up); err != nil {
+				return fmt.Errorf("netlab: set %s up in %s: %w", up.Attrs().Name, l.ns[end.side], err)
+			}
+		}
+		for _, q := range shaping(link.Attrs().Index, l.rate, l.delay) {
+			if err := h.QdiscAdd(q); err != nil {
+				if errors.Is(err, unix.ENOENT) {
+					return fmt.Errorf("%w (tbf needs CONFIG_NET_SCH_TBF, a delay needs CONFIG_NET_SCH_NETEM: try `modprobe -a sch_tbf sch_netem`, or run without shaping or delay): add %s qdisc on %s: %w", ErrNoQdisc, q.Type(), end.dev, err)
+				}
+				return fmt.Errorf("netlab: add %s qdisc on %s: %w", q.Type(), end.dev, err)
+			}
 		}
 	}
 	return nil
 }
 
-// shaping returns the tc commands that shape dev in namespace ns: netem at
-// the root for the delay, with the token bucket as its child for the rate.
-func shaping(ns, dev string, rate uint64, delay time.Duration) [][]string {
-	tc := []string{"tc", "-n", ns, "qdisc", "add", "dev", dev}
-	tbf := []string{"tbf", "rate", fmt.Sprintf("%dbit", rate),
-		"burst", strconv.FormatUint(Burst(rate), 10),
-		"latency", fmt.Sprintf("%dus", tbfQueue.Microseconds())}
-	var cmds [][]string
+// shaping returns the qdiscs that shape the link with index link: netem at
+// the root (handle 1:) for the delay, with the token bucket as its child
+// (handle 10:) for the rate; or the token bucket alone at the root.
+func shaping(link int, rate uint64, delay time.Duration) []netlink.Qdisc {
+	root := netlink.QdiscAttrs{LinkIndex: link, Handle: netlink.MakeHandle(1, 0), Parent: netlink.HANDLE_ROOT}
+	tbf := func(attrs netlink.QdiscAttrs) *netlink.Tbf {
+		bytesPerSec, burst := rate/8, Burst(rate)
+		return &netlink.Tbf{
+			QdiscAttrs: attrs,
+			Rate:       bytesPerSec,
+			// As tc computes them from "burst" and "latency": the bucket
+			// in ticks of the packet scheduler, and the queue in bytes.
+			Buffer: netlink.Xmittime(bytesPerSec, uint32(burst)),
+			Limit:  uint32(float64(bytesPerSec)*tbfQueue.Seconds()) + uint32(burst),
+		}
+	}
+	var qs []netlink.Qdisc
 	switch {
 	case delay > 0:
-		netem := []string{"root", "handle", "1:", "netem",
-			"delay", fmt.Sprintf("%dus", delay.Microseconds()),
-			"limit", strconv.FormatUint(netemLimit(rate, delay), 10)}
-		cmds = append(cmds, append(clone(tc), netem...))
+		qs = append(qs, netlink.NewNetem(root, netlink.NetemQdiscAttrs{
+			Latency: uint32(delay.Microseconds()),
+			Limit:   uint32(netemLimit(rate, delay)),
+		}))
 		if rate > 0 {
-			cmds = append(cmds, append(append(clone(tc), "parent", "1:1", "handle", "10:"), tbf...))
+			qs = append(qs, tbf(netlink.QdiscAttrs{LinkIndex: link, Handle: netlink.MakeHandle(10, 0), Parent: netlink.MakeHandle(1, 1)}))
 		}
 	case rate > 0:
-		cmds = append(cmds, append(append(clone(tc), "root", "handle", "1:"), tbf...))
+		qs = append(qs, tbf(root))
 	}
-	return cmds
+	return qs
 }
-
-func clone(s []string) []string { return append([]string(nil), s...) }
 
 // Burst returns the token bucket size in bytes New gives tbf for a rate in
 // bits per second: a millisecond of traffic, and at least 64 KiB so that a
@@ -296,18 +324,6 @@ func (l *Lab) Rate() uint64 { return l.rate }
 // Delay returns the delay added to each direction.
 func (l *Lab) Delay() time.Duration { return l.delay }
 
-// Command returns a command that runs name inside side's namespace (through
-// `ip netns exec`, which execs the program: the command's process is the
-// program). The process is killed (with its process group) when ctx is
-// done, when the calling process dies, and when the lab is torn down.
-func (l *Lab) Command(ctx context.Context, side Side, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.ns[side], name}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
-	return cmd
-}
-
 // Close kills every process inside the lab's namespaces and removes them,
 // which removes the veth pair and its qdiscs. It is safe to call more than
 // once and from several goroutines; every call returns the first's result.
@@ -323,101 +339,5 @@ func (l *Lab) closeOnceOnly() {
 }
 
 func (l *Lab) teardown() error {
-	ctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
-	defer cancel()
-	return errors.Join(removeNamespace(ctx, l.ns[A]), removeNamespace(ctx, l.ns[B]))
-}
-
-// removeNamespace kills the processes inside ns, then deletes it.
-func removeNamespace(ctx context.Context, ns string) error {
-	out, err := output(ctx, "ip", "netns", "pids", ns)
-	if err != nil {
-		return err
-	}
-	for _, f := range strings.Fields(out) {
-		pid, err := strconv.Atoi(f)
-		if err != nil {
-			return fmt.Errorf("netlab: ip netns pids %s: bad pid %q", ns, f)
-		}
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return fmt.Errorf("netlab: killing process %d in namespace %s: %w", pid, ns, err)
-		}
-	}
-	return run(ctx, "ip", "netns", "del", ns)
-}
-
-// RemoveStale removes the namespaces named by labs with prefix (DefaultPrefix
-// when empty) whose creating process no longer runs, as a crashed or killed
-// benchmark leaves them. It returns the names it removed.
-func RemoveStale(ctx context.Context, prefix string) ([]string, error) {
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
-	out, err := output(ctx, "ip", "netns", "list")
-	if err != nil {
-		return nil, err
-	}
-	var removed []string
-	var errs []error
-	for _, line := range strings.Split(out, "\n") {
-		fields := strings.Fields(line) // "name (id: 3)"
-		if len(fields) == 0 {
-			continue
-		}
-		name := fields[0]
-		pid, ok := creator(name, prefix)
-		if !ok || processAlive(pid) {
-			continue
-		}
-		if err := removeNamespace(ctx, name); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		removed = append(removed, name)
-	}
-	return removed, errors.Join(errs...)
-}
-
-// creator returns the pid in a lab namespace name "<prefix>-<pid>-<rand>-<side>".
-func creator(name, prefix string) (int, bool) {
-	rest, ok := strings.CutPrefix(name, prefix+"-")
-	if !ok {
-		return 0, false
-	}
-	parts := strings.Split(rest, "-")
-	if len(parts) != 3 || (parts[2] != "a" && parts[2] != "b") {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(parts[0])
-	if err != nil || pid <= 0 {
-		return 0, false
-	}
-	return pid, true
-}
-
-func processAlive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-// run runs an external command; its error names the command and carries
-// its stderr.
-func run(ctx context.Context, name string, args ...string) error {
-	_, err := output(ctx, name, args...)
-	return err
-}
-
-// output runs an external command and returns its stdout.
-func output(ctx context.Context, name string, args ...string) (string, error) {
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if msg == "" {
-			msg = "no output"
-		}
-		return "", fmt.Errorf("netlab: %s: %w: %s", strings.Join(cmd.Args, " "), err, msg)
-	}
-	return stdout.String(), nil
+	return errors.Join(removeNamespace(l.ns[A]), removeNamespace(l.ns[B]))
 }

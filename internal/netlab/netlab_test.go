@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // helperEnv makes the test binary act as a helper program inside a
@@ -121,7 +123,7 @@ func newLab(t *testing.T, ctx context.Context, opts ...Option) *Lab {
 }
 
 // helperCmd returns the test binary run as a helper inside side.
-func helperCmd(t *testing.T, ctx context.Context, l *Lab, side Side, args ...string) *exec.Cmd {
+func helperCmd(t *testing.T, ctx context.Context, l *Lab, side Side, args ...string) *Cmd {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -133,7 +135,7 @@ func helperCmd(t *testing.T, ctx context.Context, l *Lab, side Side, args ...str
 }
 
 // startReady starts a helper and waits for its "ready" line.
-func startReady(t *testing.T, ctx context.Context, l *Lab, side Side, args ...string) *exec.Cmd {
+func startReady(t *testing.T, ctx context.Context, l *Lab, side Side, args ...string) *Cmd {
 	t.Helper()
 	cmd := helperCmd(t, ctx, l, side, args...)
 	out, err := cmd.StdoutPipe()
@@ -178,15 +180,9 @@ func seconds(t *testing.T, ctx context.Context, l *Lab, side Side, args ...strin
 
 func namespaces(t *testing.T) []string {
 	t.Helper()
-	out, err := output(context.Background(), "ip", "netns", "list")
+	names, err := namedNamespaces()
 	if err != nil {
 		t.Fatal(err)
-	}
-	var names []string
-	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Fields(line); len(f) > 0 {
-			names = append(names, f[0])
-		}
 	}
 	return names
 }
@@ -233,29 +229,41 @@ func TestCreator(t *testing.T) {
 }
 
 func TestShaping(t *testing.T) {
+	root, netem, tbf := netlink.MakeHandle(1, 0), netlink.MakeHandle(1, 1), netlink.MakeHandle(10, 0)
 	for _, tt := range []struct {
 		rate  uint64
 		delay time.Duration
-		want  []string
+		want  []string // kind parent handle, and the kind's settings
 	}{
 		{0, 0, nil},
-		{1e9, 0, []string{
-			"tc -n ns qdisc add dev d root handle 1: tbf rate 1000000000bit burst 125000 latency 5000us",
-		}},
-		{200e6, 0, []string{
-			"tc -n ns qdisc add dev d root handle 1: tbf rate 200000000bit burst 65536 latency 5000us",
-		}},
+		{1e9, 0, []string{fmt.Sprintf("tbf %x %x rate 125000000 burst 125000 limit 750000", netlink.HANDLE_ROOT, root)}},
+		{200e6, 0, []string{fmt.Sprintf("tbf %x %x rate 25000000 burst 65536 limit 190536", netlink.HANDLE_ROOT, root)}},
+		{8e9, 0, []string{fmt.Sprintf("tbf %x %x rate 1000000000 burst 1000000 limit 6000000", netlink.HANDLE_ROOT, root)}},
 		{1e9, 10 * time.Millisecond, []string{
-			"tc -n ns qdisc add dev d root handle 1: netem delay 10000us limit 1666",
-			"tc -n ns qdisc add dev d parent 1:1 handle 10: tbf rate 1000000000bit burst 125000 latency 5000us",
+			fmt.Sprintf("netem %x %x latency 10000us limit 1666", netlink.HANDLE_ROOT, root),
+			fmt.Sprintf("tbf %x %x rate 125000000 burst 125000 limit 750000", netem, tbf),
 		}},
-		{0, time.Millisecond, []string{
-			"tc -n ns qdisc add dev d root handle 1: netem delay 1000us limit 1666",
-		}},
+		{0, time.Millisecond, []string{fmt.Sprintf("netem %x %x latency 1000us limit 1666", netlink.HANDLE_ROOT, root)}},
 	} {
 		var got []string
-		for _, c := range shaping("ns", "d", tt.rate, tt.delay) {
-			got = append(got, strings.Join(c, " "))
+		for _, q := range shaping(7, tt.rate, tt.delay) {
+			a := q.Attrs()
+			if a.LinkIndex != 7 {
+				t.Errorf("shaping(%d, %v): %s on link %d, want 7", tt.rate, tt.delay, q.Type(), a.LinkIndex)
+			}
+			s := fmt.Sprintf("%s %x %x", q.Type(), a.Parent, a.Handle)
+			switch q := q.(type) {
+			case *netlink.Tbf:
+				// The bucket is in scheduler ticks, as tc gives it.
+				burst := Burst(tt.rate)
+				if want := netlink.Xmittime(q.Rate, uint32(burst)); q.Buffer != want {
+					t.Errorf("shaping(%d, %v): tbf buffer %d ticks, want %d (%d bytes)", tt.rate, tt.delay, q.Buffer, want, burst)
+				}
+				s += fmt.Sprintf(" rate %d burst %d limit %d", q.Rate, burst, q.Limit)
+			case *netlink.Netem:
+				s += fmt.Sprintf(" latency %dus limit %d", tt.delay.Microseconds(), q.Limit)
+			}
+			got = append(got, s)
 		}
 		if !slices.Equal(got, tt.want) {
 			t.Errorf("shaping(%d, %v) = %q, want %q", tt.rate, tt.delay, got, tt.want)
@@ -283,9 +291,36 @@ func TestLab(t *testing.T) {
 		seconds(t, ctx, l, side, "send", addr, "1000")
 	}
 	// And nothing outside: the namespaces have no route but their /30.
-	out, err := l.Command(ctx, A, "ip", "route", "get", "1.1.1.1").CombinedOutput()
-	if err == nil {
-		t.Errorf("ip route get 1.1.1.1 in %s = %q, want no route", l.Namespace(A), out)
+	for _, side := range []Side{A, B} {
+		h, err := l.handle(side)
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes, err := h.RouteGet(net.ParseIP("1.1.1.1"))
+		h.Close()
+		if err == nil {
+			t.Errorf("route to 1.1.1.1 in %s = %v, want none", l.Namespace(side), routes)
+		}
+	}
+	// The link is shaped as asked, at both ends.
+	for _, side := range []Side{A, B} {
+		h, err := l.handle(side)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dev := map[Side]string{A: vethA, B: vethB}[side]
+		link, err := h.LinkByName(dev)
+		if err != nil {
+			t.Fatalf("%s in %s: %v", dev, l.Namespace(side), err)
+		}
+		qs, err := h.QdiscList(link)
+		h.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(qs) != 1 || qs[0].Type() != "tbf" || qs[0].(*netlink.Tbf).Rate != 200e6/8 {
+			t.Errorf("qdiscs on %s in %s = %v, want one tbf at 25000000 B/s", dev, l.Namespace(side), qs)
+		}
 	}
 
 	if err := l.Close(); err != nil {
@@ -363,7 +398,7 @@ func TestDelay(t *testing.T) {
 }
 
 // wait waits for cmd to exit, failing the test after a few seconds.
-func wait(t *testing.T, cmd *exec.Cmd, what string) {
+func wait(t *testing.T, cmd *Cmd, what string) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -421,11 +456,11 @@ func TestRemoveStale(t *testing.T) {
 	stale := fmt.Sprintf("xenmigtest-%d-000000-a", dead.Process.Pid)
 	live := fmt.Sprintf("xenmigtest-%d-000000-b", os.Getpid())
 	for _, ns := range []string{stale, live} {
-		if err := run(ctx, "ip", "netns", "add", ns); err != nil {
+		if err := newNamed(ns); err != nil {
 			t.Fatal(err)
 		}
 	}
-	t.Cleanup(func() { run(ctx, "ip", "netns", "del", live) })
+	t.Cleanup(func() { deleteNamed(live) })
 	removed, err := RemoveStale(ctx, "xenmigtest")
 	if err != nil {
 		t.Fatalf("RemoveStale = %v", err)

@@ -35,6 +35,8 @@ type installer struct {
 	staged   map[hypervisor.GFN][]byte
 
 	networkFaults, localFaults, foreignFaults atomic.Uint64
+
+	onFault func(time.Duration) // called with each waiter's latency, if set
 }
 
 type waiter struct {
@@ -252,6 +254,11 @@ func (in *installer) settle(g hypervisor.GFN, dropped bool) error {
 		in.lat = append(in.lat, now.Sub(w.at))
 	}
 	in.mu.Unlock()
+	if in.onFault != nil {
+		for _, w := range ws {
+			in.onFault(now.Sub(w.at))
+		}
+	}
 	if len(ws) > 0 {
 		reqs := make([]hypervisor.Request, len(ws))
 		for i, w := range ws {

@@ -26,6 +26,7 @@ type options struct {
 	transport Transport
 	interval  time.Duration
 	reconnect time.Duration
+	events    func(Event)
 }
 
 func buildOptions(opts []Option) options {

@@ -41,7 +41,10 @@ func Receive(ctx context.Context, hv hypervisor.Hypervisor, l *Listener, opts ..
 	r := &receiver{hv: hv, options: o, l: l, session: id, main: main, urgent: urgent,
 		log: o.log.WithField("peer", main.RemoteAddr().String())}
 	defer func() { r.main.Close(); r.urgent.Close() }()
-	return r.run(ctx)
+	r.emit(Event{Kind: EventStarted})
+	inc, err := r.run(ctx)
+	r.emit(Event{Kind: EventEnded, Err: err})
+	return inc, err
 }
 
 // receiver is one incoming migration.
@@ -61,6 +64,8 @@ type receiver struct {
 	// Pre-copy: gfns whose page here may not be zero. A zero page for any
 	// other gfn needs no write: a populated page starts zero.
 	written *hypervisor.Bitmap
+
+	pausedAt time.Time // when the layout at the source's pause arrived
 }
 
 func (r *receiver) run(ctx context.Context) (*Incoming, error) {
@@ -123,7 +128,15 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 			if err != nil {
 				return nil, undo(err)
 			}
+			phase := "precopy"
+			if !r.pausedAt.IsZero() {
+				phase = "stop"
+			}
+			r.emit(Event{Kind: EventPages, Phase: phase, Pages: uint64(len(p.GFNs)), Bytes: uint64(len(body))})
 		case wire.TypeLayout:
+			if r.pausedAt.IsZero() {
+				r.pausedAt = time.Now()
+			}
 			now, err := wire.UnmarshalBitmap(body, r.cfg.Populated.Len())
 			if err == nil && now.Len() != r.cfg.Populated.Len() {
 				err = fmt.Errorf("layout of %d gfns, config %d: %w", now.Len(), r.cfg.Populated.Len(), wire.ErrMalformed)
@@ -210,6 +223,9 @@ func (r *receiver) prepare(paging bool) error {
 		return err
 	}
 	r.in = newInstaller(r.pager, want)
+	if r.options.events != nil {
+		r.in.onFault = func(d time.Duration) { r.emit(Event{Kind: EventFault, Latency: d}) }
+	}
 	return nil
 }
 
@@ -336,6 +352,7 @@ func (r *receiver) switchover(ctx context.Context, mode Mode, prepMS float64) (*
 		return nil, fmt.Errorf("%w: unpause: %v", ErrCommitted, err)
 	}
 	resumeMS := ms(time.Since(goAt))
+	r.emit(Event{Kind: EventResumed, Latency: time.Since(r.pausedAt)})
 	if r.in == nil {
 		r.l.remember(r.session, wire.SessionComplete) // pre-copy: every page is here
 	}
@@ -419,6 +436,7 @@ func (r *receiver) serve(ctx context.Context) error {
 		if rerr := r.awaitSource(ctx); rerr != nil {
 			return fmt.Errorf("%w; %w", err, rerr)
 		}
+		r.emit(Event{Kind: EventReconnected})
 	}
 }
 
@@ -496,6 +514,7 @@ func (r *receiver) serveFaults(ctx context.Context, stop <-chan struct{}) error 
 			}
 			return fmt.Errorf("paging ring: %w", err)
 		}
+		r.emit(Event{Kind: EventRing, Pages: uint64(len(reqs))})
 		ask, err := r.in.fault(reqs)
 		if err != nil {
 			return err
@@ -537,6 +556,11 @@ func (r *receiver) readPages(ctx context.Context, c *conn, name string, stop <-c
 			if err := r.in.installBatch(p); err != nil {
 				return err
 			}
+			phase := "push"
+			if p.Flags&wire.PagesDemand != 0 {
+				phase = "demand"
+			}
+			r.emit(Event{Kind: EventPages, Phase: phase, Pages: uint64(len(p.GFNs)), Bytes: uint64(len(body))})
 			runtime.Gosched() // let the fault path run between bulk batches
 		case wire.TypePushDone:
 			r.log.Debug("source finished pushing")

@@ -25,10 +25,18 @@ var (
 	// ErrPagingUnsupported: the hypervisor has no mem_paging (ENOSYS: Xen built
 	// without CONFIG_MEM_PAGING, as Debian's stock build is).
 	ErrPagingUnsupported = errors.New("hypervisor has no memory paging (CONFIG_MEM_PAGING)")
-	// ErrGuestUnsupported: the domain cannot be paged (EOPNOTSUPP for an HVM
-	// dom0, ENODEV without HAP, EMLINK with passthrough, EXDEV with
-	// populate-on-demand).
-	ErrGuestUnsupported = errors.New("domain cannot be paged")
+	// ErrGuestUnsupported: the domain cannot be migrated as asked: a PV
+	// guest or an HVM guest with a device model, or one that cannot be paged
+	// (EOPNOTSUPP for an HVM dom0, ENODEV without HAP, EMLINK with
+	// passthrough, EXDEV with populate-on-demand).
+	ErrGuestUnsupported = errors.New("guest not supported")
+	// ErrNotSuspended: the guest did not suspend when asked (no PV drivers
+	// listening, or it took longer than the timeout).
+	ErrNotSuspended = errors.New("guest did not suspend")
+	// ErrIncompatible: this host cannot run the guest as it runs on its
+	// source (a CPU feature the guest uses is missing here, a special page
+	// at another gfn, a name held by another domain).
+	ErrIncompatible = errors.New("this host cannot run the guest")
 	// ErrClosed: the pager or host was closed.
 	ErrClosed = errors.New("closed")
 )

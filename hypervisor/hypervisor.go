@@ -11,7 +11,10 @@
 // The package is a leaf: it imports nothing from this module.
 package hypervisor
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // PageSize is the size of one guest page frame (XC_PAGE_SIZE).
 const PageSize = 4096
@@ -59,6 +62,28 @@ type Hypervisor interface {
 	// Unpause undoes one Pause.
 	// Xen: xc_domain_unpause.
 	Unpause(d DomID) error
+
+	// Suspend asks d's guest to suspend itself and waits until it has, as
+	// `xl migrate` does before it takes the vCPU state: the guest quiesces
+	// its devices and shuts down with reason suspend (Info then reports
+	// StateSuspended); restored in a new domain, it takes its
+	// resume-in-a-new-domain path and re-makes its event channels, timers,
+	// grant tables and PV frontends there. If it has not suspended within
+	// timeout (or ctx ends first) the request is withdrawn and the error
+	// wraps ErrNotSuspended; a guest that suspends anyway afterwards reads
+	// as StateSuspended and CancelSuspend gives it back.
+	// Xen: libxl's guest suspend: notify the guest's suspend event channel
+	// (xenstore device/suspend/event-channel) if it offers one, else write
+	// control/shutdown = "suspend"; then wait for XEN_DOMINF_shutdown with
+	// SHUTDOWN_suspend.
+	Suspend(ctx context.Context, d DomID, timeout time.Duration) error
+
+	// CancelSuspend resumes a suspended d where it stopped: its suspend
+	// hypercall returns "cancelled" and the guest goes on with its event
+	// channels and devices as they were. ErrInvalid if d is not suspended.
+	// Xen: libxl_domain_resume(ctx, d, suspend_cancel=1, NULL), i.e.
+	// xc_domain_resume(xch, d, fast=1) then xs_resume_domain.
+	CancelSuspend(d DomID) error
 
 	// Destroy kills d and frees its memory.
 	// Xen: xc_domain_destroy (libxl_domain_destroy for its devices).
@@ -112,7 +137,8 @@ type Hypervisor interface {
 	// Xen: xc_shadow_control(XEN_DOMCTL_SHADOW_OP_OFF).
 	DisableLogDirty(d DomID) error
 
-	// SaveCPU returns d's vCPU and platform state; d must be paused.
+	// SaveCPU returns d's vCPU and platform state; d must be paused or
+	// suspended (a migration saves it suspended).
 	// Xen: xc_domain_hvm_getcontext, xc_hvm_param_get for the saver's
 	// parameter list, xc_domain_get_tsc_info.
 	SaveCPU(d DomID) (CPUState, error)

@@ -16,11 +16,12 @@ type State int
 
 // Domain states.
 const (
-	StateRunning  State = iota // scheduled or runnable
-	StatePaused                // XEN_DOMINF_paused
-	StateShutdown              // XEN_DOMINF_shutdown: the guest stopped itself
-	StateCrashed               // shutdown with SHUTDOWN_crash
-	StateDying                 // XEN_DOMINF_dying: being destroyed
+	StateRunning   State = iota // scheduled or runnable
+	StatePaused                 // XEN_DOMINF_paused
+	StateShutdown               // XEN_DOMINF_shutdown: the guest stopped itself
+	StateCrashed                // shutdown with SHUTDOWN_crash
+	StateDying                  // XEN_DOMINF_dying: being destroyed
+	StateSuspended              // shutdown with SHUTDOWN_suspend: stopped by its own suspend, resumable
 )
 
 func (s State) String() string {
@@ -35,6 +36,8 @@ func (s State) String() string {
 		return "crashed"
 	case StateDying:
 		return "dying"
+	case StateSuspended:
+		return "suspended"
 	}
 	return fmt.Sprintf("State(%d)", int(s))
 }
@@ -49,8 +52,14 @@ type DomainInfo struct {
 	MaxPages   uint64 // max_pages: the memory limit, in pages
 	TotPages   uint64 // tot_pages: pages populated now
 	PagedPages uint64 // paged_pages: pages paged out by a pager
-	HVM        bool   // XEN_DOMINF_hvm_guest
+	HVM        bool   // XEN_DOMINF_hvm_guest: HVM or PVH
 	HAP        bool   // XEN_DOMINF_hap
+	// DeviceModel: Xen emulates more than the local APIC for the domain, so
+	// an HVM guest with a device model (QEMU), not PVH
+	// (arch_config.emulation_flags beyond XEN_X86_EMU_LAPIC).
+	DeviceModel bool
+	// UUID is the domain's handle (xc_domaininfo_t.handle), as libxl shows it.
+	UUID string
 }
 
 // DomainConfig is what a destination shell is created from: the toolstack's
@@ -63,6 +72,19 @@ type DomainConfig struct {
 	// Backend is the kind of hypervisor the config is meant for ("xen" or
 	// "sim"); a receiver refuses a config of another kind.
 	Backend string
+	// UUID is the domain's handle; the destination keeps it, as a restore
+	// does, and refuses to take a name held by a domain with another one.
+	UUID string `json:",omitempty"`
+	// SpecialPages are the gfns of the rings the toolstack's daemons own
+	// (xenstore and console: HVM_PARAM_STORE_PFN, HVM_PARAM_CONSOLE_PFN).
+	// Their contents are each host's own: a migration never copies them, as
+	// Xen's restore clears them, and the shell's must be at the same gfns.
+	SpecialPages []GFN `json:",omitempty"`
+	// CPUPolicy is the guest's CPUID and MSR policy in the backend's
+	// serialised form (xc_cpu_policy_serialise's leaves and MSRs on Xen);
+	// the destination applies it to the shell, and refuses a guest whose
+	// CPU features its host cannot offer, before the source suspends.
+	CPUPolicy []byte `json:",omitempty"`
 	// Raw is the backend's own description: the xl/libxl configuration on
 	// Xen, the guest model (workload, seed, layout) in the simulator.
 	Raw []byte

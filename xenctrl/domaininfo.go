@@ -1,6 +1,10 @@
 package xenctrl
 
-import "github.com/xenmig/xenmig/hypervisor"
+import (
+	"fmt"
+
+	"github.com/xenmig/xenmig/hypervisor"
+)
 
 // XEN_DOMINF_* flags of xc_domaininfo_t (xen/domctl.h).
 const (
@@ -12,7 +16,10 @@ const (
 	dominfShutShift = 16
 	dominfShutMask  = 255
 
-	shutdownCrash = 3 // SHUTDOWN_crash (xen/sched.h)
+	shutdownSuspend = 2 // SHUTDOWN_suspend (xen/sched.h)
+	shutdownCrash   = 3 // SHUTDOWN_crash
+
+	emuLAPIC = 1 << 0 // XEN_X86_EMU_LAPIC: all Xen emulates for a PVH guest
 
 	invalidMaxVCPUID = ^uint32(0) // XEN_INVALID_MAX_VCPU_ID: no vCPUs
 )
@@ -26,6 +33,8 @@ type rawDomainInfo struct {
 	MaxPages   uint64
 	PagedPages uint64
 	MaxVCPUID  uint32
+	Handle     [16]byte // xen_domain_handle_t: the UUID
+	EmuFlags   uint32   // arch_config.emulation_flags (XEN_X86_EMU_*)
 }
 
 // stateFromFlags decodes a domain's run state from XEN_DOMINF_* flags.
@@ -34,8 +43,11 @@ func stateFromFlags(flags uint32) hypervisor.State {
 	case flags&dominfDying != 0:
 		return hypervisor.StateDying
 	case flags&dominfShutdown != 0:
-		if (flags>>dominfShutShift)&dominfShutMask == shutdownCrash {
+		switch (flags >> dominfShutShift) & dominfShutMask {
+		case shutdownCrash:
 			return hypervisor.StateCrashed
+		case shutdownSuspend:
+			return hypervisor.StateSuspended
 		}
 		return hypervisor.StateShutdown
 	case flags&dominfPaused != 0:
@@ -60,5 +72,14 @@ func domainInfo(r rawDomainInfo, name string) hypervisor.DomainInfo {
 		PagedPages: r.PagedPages,
 		HVM:        r.Flags&dominfHVM != 0,
 		HAP:        r.Flags&dominfHAP != 0,
+		// PVH: Xen emulates the local APIC only; HVM: much more, and a
+		// device model (QEMU) serves the rest.
+		DeviceModel: r.Flags&dominfHVM != 0 && r.EmuFlags&^emuLAPIC != 0,
+		UUID:        formatUUID(r.Handle),
 	}
+}
+
+// formatUUID renders a domain handle as libxl prints a UUID.
+func formatUUID(h [16]byte) string {
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
 }

@@ -18,6 +18,7 @@ func TestStateFromFlags(t *testing.T) {
 		{dominfShutdown, hypervisor.StateShutdown}, // SHUTDOWN_poweroff = 0
 		{dominfShutdown | 1<<16, hypervisor.StateShutdown},
 		{dominfShutdown | shutdownCrash<<16, hypervisor.StateCrashed},
+		{dominfShutdown | shutdownSuspend<<16, hypervisor.StateSuspended},
 		{dominfShutdown | dominfPaused, hypervisor.StateShutdown},
 		{dominfDying | dominfShutdown | dominfPaused, hypervisor.StateDying},
 	} {
@@ -28,11 +29,17 @@ func TestStateFromFlags(t *testing.T) {
 }
 
 func TestDomainInfo(t *testing.T) {
-	r := rawDomainInfo{Domain: 7, Flags: dominfHVM | dominfHAP | dominfPaused, TotPages: 100, MaxPages: 200, PagedPages: 3, MaxVCPUID: 3}
+	r := rawDomainInfo{Domain: 7, Flags: dominfHVM | dominfHAP | dominfPaused, TotPages: 100, MaxPages: 200, PagedPages: 3, MaxVCPUID: 3,
+		Handle: [16]byte{0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 1, 2, 3, 4, 5, 6, 7, 8}, EmuFlags: emuLAPIC}
 	got := domainInfo(r, "web")
-	want := hypervisor.DomainInfo{ID: 7, Name: "web", State: hypervisor.StatePaused, VCPUs: 4, MaxPages: 200, TotPages: 100, PagedPages: 3, HVM: true, HAP: true}
+	want := hypervisor.DomainInfo{ID: 7, Name: "web", State: hypervisor.StatePaused, VCPUs: 4, MaxPages: 200, TotPages: 100, PagedPages: 3,
+		HVM: true, HAP: true, UUID: "12345678-9abc-def0-0102-030405060708"}
 	if got != want {
 		t.Errorf("domainInfo(%+v) = %+v, want %+v", r, got, want)
+	}
+	r.EmuFlags = 0x7ff &^ (1 << 10) // XEN_X86_EMU_ALL without VPCI: what libxl gives an HVM guest
+	if got := domainInfo(r, "hvm"); !got.DeviceModel {
+		t.Errorf("domainInfo(emulation_flags %#x).DeviceModel = false, want true (HVM, not PVH)", r.EmuFlags)
 	}
 	r = rawDomainInfo{Domain: 8, MaxVCPUID: invalidMaxVCPUID}
 	if got := domainInfo(r, ""); got.VCPUs != 0 || got.HVM || got.HAP {

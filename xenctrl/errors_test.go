@@ -98,7 +98,7 @@ func TestErrorWithoutErrno(t *testing.T) {
 	}{
 		{&Error{Call: "xs_open"}, "xs_open: failed"},
 		{&Error{Call: "xc_hvm_param_get", Dom: 2, HasDom: true, Kind: hypervisor.ErrGuestUnsupported, Detail: "why"},
-			"xc_hvm_param_get(dom 2): domain cannot be paged: why"},
+			"xc_hvm_param_get(dom 2): guest not supported: why"},
 		{newError(classDomain, "xc_domain_pause", 4, errors.New("odd")), "xc_domain_pause(dom 4): failed: odd"},
 		{&Error{Call: "x", Errno: syscall.Errno(200)}, "x: errno 200 (errno 200)"},
 	} {

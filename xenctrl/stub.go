@@ -4,6 +4,7 @@ package xenctrl
 
 import (
 	"context"
+	"time"
 
 	"github.com/xenmig/xenmig/hypervisor"
 )
@@ -60,6 +61,12 @@ func (h *Host) Pause(hypervisor.DomID) error { return ErrNotBuilt }
 
 // Unpause fails with ErrNotBuilt.
 func (h *Host) Unpause(hypervisor.DomID) error { return ErrNotBuilt }
+
+// Suspend fails with ErrNotBuilt.
+func (h *Host) Suspend(context.Context, hypervisor.DomID, time.Duration) error { return ErrNotBuilt }
+
+// CancelSuspend fails with ErrNotBuilt.
+func (h *Host) CancelSuspend(hypervisor.DomID) error { return ErrNotBuilt }
 
 // Destroy fails with ErrNotBuilt.
 func (h *Host) Destroy(hypervisor.DomID) error { return ErrNotBuilt }

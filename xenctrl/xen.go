@@ -3,7 +3,7 @@
 package xenctrl
 
 /*
-#cgo pkg-config: xencontrol xenevtchn xenforeignmemory xenstore xentoollog
+#cgo pkg-config: xencontrol xenguest xenevtchn xenforeignmemory xenstore xentoollog
 #include "xenshim.h"
 */
 import "C"
@@ -145,14 +145,19 @@ func (h *Host) rawInfo(d hypervisor.DomID) (rawDomainInfo, error) {
 }
 
 func rawFromC(info *C.xc_domaininfo_t) rawDomainInfo {
-	return rawDomainInfo{
+	r := rawDomainInfo{
 		Domain:     uint16(info.domain),
 		Flags:      uint32(info.flags),
 		TotPages:   uint64(info.tot_pages),
 		MaxPages:   uint64(info.max_pages),
 		PagedPages: uint64(info.paged_pages),
 		MaxVCPUID:  uint32(info.max_vcpu_id),
+		EmuFlags:   uint32(info.arch_config.emulation_flags),
 	}
+	for i := range r.Handle {
+		r.Handle[i] = byte(info.handle[i])
+	}
+	return r
 }
 
 // name reads /local/domain/<id>/name; "" if it has none.

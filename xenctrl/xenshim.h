@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 
 #include <xenctrl.h> /* defines __XEN_TOOLS__, needed by xen/vm_event.h */
+#include <xenguest.h>
 #include <xenevtchn.h>
 #include <xenforeignmemory.h>
 #include <xenstore.h>

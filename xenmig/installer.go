@@ -215,10 +215,10 @@ func (in *installer) install(g hypervisor.GFN, page []byte) error {
 		return fmt.Errorf("page for gfn %#x beyond the guest: %w", uint64(g), wire.ErrMalformed)
 	}
 	in.mu.Lock()
-	dup, dropped := in.installed.Test(g), in.dropped.Test(g)
+	dup, dropped, owed := in.installed.Test(g), in.dropped.Test(g), in.owed.Test(g)
 	in.mu.Unlock()
-	if dropped {
-		return nil
+	if dropped || !owed {
+		return nil // given back first; or present here, not paged (a special page, or written in the downtime)
 	}
 	if dup {
 		return fmt.Errorf("gfn %#x arrived twice: %w", uint64(g), wire.ErrMalformed)

@@ -75,6 +75,9 @@ type Plan struct {
 	// whose connections broke after the switchover before they give up,
 	// the domain paused on the destination (0: no reconnection).
 	ReconnectTimeout time.Duration
+	// SuspendTimeout is how long the guest has to suspend itself when asked
+	// (libxl waits 60 s); a guest that does not is left running.
+	SuspendTimeout time.Duration
 	// ThroughputSample is how long the sender watches the guest's
 	// throughput before it starts, where the backend can see it (0: not at
 	// all). It is not part of the migration's measured time.
@@ -99,6 +102,7 @@ func DefaultPlan() Plan {
 		DemandMax:             10 * time.Second,
 		BalloonWait:           10 * time.Second,
 		ReconnectTimeout:      time.Minute,
+		SuspendTimeout:        time.Minute,
 		ThroughputSample:      250 * time.Millisecond,
 	}
 }
@@ -133,6 +137,9 @@ func (p Plan) Validate() error {
 	}
 	if p.Bandwidth < 0 {
 		return bad("bandwidth %d: must not be negative", p.Bandwidth)
+	}
+	if p.SuspendTimeout <= 0 {
+		return bad("suspend timeout %v: must be positive", p.SuspendTimeout)
 	}
 	if p.Mode != PostCopy && (p.PrecopyMaxRounds < 1 || p.PrecopyMaxFactor <= 0) {
 		return bad("pre-copy needs at least one round and a positive data factor")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -62,11 +63,25 @@ type receiver struct {
 	in    *installer
 
 	// Pre-copy: gfns whose page here may not be zero. A zero page for any
-	// other gfn needs no write: a populated page starts zero.
+	// other gfn needs no write. The shell starts with every page it has
+	// in it: the toolstack booted it to its entry point, so kernel and
+	// firmware bytes sit where the source may have zeros.
 	written *hypervisor.Bitmap
+	// special are the toolstack's ring pages: never written, never paged
+	// out; this host's daemons own their contents.
+	special *hypervisor.Bitmap
+	// direct are the gfns paging could not take (EBUSY: something here
+	// holds them mapped); their pages come in the downtime, written
+	// directly, before the guest runs.
+	direct *hypervisor.Bitmap
 
 	pausedAt time.Time // when the layout at the source's pause arrived
 }
+
+// IncomingSuffix is appended to a domain's name on the destination until the
+// switchover, as `xl migrate` does, so that a migration to the same host
+// can hold both copies at once and nobody starts the incoming one.
+const IncomingSuffix = "--incoming"
 
 func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 	start := time.Now()
@@ -99,16 +114,24 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 		return cause
 	}
 
-	if r.dom, err = r.hv.CreateShell(r.cfg.Domain); err != nil {
+	if err := r.checkName(); err != nil {
+		return nil, r.refuse(err)
+	}
+	shellCfg := r.cfg.Domain
+	shellCfg.Name += IncomingSuffix
+	if r.dom, err = r.hv.CreateShell(shellCfg); err != nil {
 		return nil, undo(fmt.Errorf("create domain shell: %w", err))
 	}
 	built = true
 	r.log = r.log.WithField("domain", r.dom)
+	if err := r.checkSpecial(); err != nil {
+		return nil, undo(err)
+	}
 	if err := r.prepare(mode != PreCopy); err != nil {
 		return nil, undo(err)
 	}
 	prepMS := ms(time.Since(start))
-	if err := r.main.w.Write(wire.TypePrepared); err != nil {
+	if err := r.main.w.Write(wire.TypePrepared, wire.MarshalGFNs(r.direct.GFNs())); err != nil {
 		return nil, undo(fmt.Errorf("send prepared: %w", err))
 	}
 	r.log.WithField("ms", prepMS).Info("domain shell prepared")
@@ -178,6 +201,48 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 	}
 }
 
+// checkName refuses a domain whose name another domain holds here: only the
+// source itself may, when it migrates to its own host (same UUID).
+func (r *receiver) checkName() error {
+	name := r.cfg.Domain.Name
+	id, err := r.hv.Lookup(name)
+	if errors.Is(err, hypervisor.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("look up %q: %w", name, err)
+	}
+	info, err := r.hv.Info(id)
+	if err != nil {
+		return fmt.Errorf("look up %q: %w", name, err)
+	}
+	if r.cfg.Domain.UUID == "" || info.UUID != r.cfg.Domain.UUID {
+		return fmt.Errorf("a domain called %q (id %d, uuid %s) already runs here and is not the one migrating: %w",
+			name, id, info.UUID, hypervisor.ErrIncompatible)
+	}
+	return nil // the source itself: a migration to the same host
+}
+
+// checkSpecial finds the shell's toolstack ring pages and checks they are
+// where the source has them: the guest keeps using its own gfns.
+func (r *receiver) checkSpecial() error {
+	shell, err := r.hv.Config(r.dom)
+	if err != nil {
+		return fmt.Errorf("shell config: %w", err)
+	}
+	if !slices.Equal(shell.SpecialPages, r.cfg.Domain.SpecialPages) {
+		return fmt.Errorf("the shell's xenstore and console pages are at gfns %#x, the source's at %#x: %w",
+			shell.SpecialPages, r.cfg.Domain.SpecialPages, hypervisor.ErrIncompatible)
+	}
+	r.special = hypervisor.NewBitmap(r.cfg.Populated.Len())
+	for _, g := range shell.SpecialPages {
+		if uint64(g) < r.special.Len() {
+			r.special.Set(g)
+		}
+	}
+	r.direct = hypervisor.NewBitmap(r.cfg.Populated.Len())
+	return nil
+}
+
 // refuse tells the sender why and returns err.
 func (r *receiver) refuse(err error) error {
 	r.main.w.Write(wire.TypeAbort, abortRecord(err))
@@ -211,6 +276,10 @@ func (r *receiver) prepare(paging bool) error {
 		}
 	}
 	if !paging {
+		// Every page the shell has may hold the builder's bytes: a zero
+		// page from the source must be written over it.
+		r.written = want.Clone()
+		r.written.AndNot(r.special)
 		return nil
 	}
 	if r.pager, err = r.hv.EnablePaging(r.dom); err != nil {
@@ -219,27 +288,54 @@ func (r *receiver) prepare(paging bool) error {
 		}
 		return fmt.Errorf("enable paging: %w", err)
 	}
-	if err := r.pageOut(want); err != nil {
+	out := want.Clone()
+	out.AndNot(r.special)
+	if err := r.pageOut(out); err != nil {
 		return err
 	}
-	r.in = newInstaller(r.pager, want)
+	r.in = newInstaller(r.pager, r.owed(want))
 	if r.options.events != nil {
 		r.in.onFault = func(d time.Duration) { r.emit(Event{Kind: EventFault, Latency: d}) }
+	}
+	if n := r.direct.Count(); n > 0 {
+		r.log.WithField("gfns", n).Info("pages held mapped here cannot be paged out; they come in the downtime")
 	}
 	return nil
 }
 
-// pageOut nominates and evicts every gfn of set: each first touch will fault.
+// owed is what the installer waits for out of the populated set: all but
+// the special pages and the gfns paging could not take.
+func (r *receiver) owed(populated *hypervisor.Bitmap) *hypervisor.Bitmap {
+	o := populated.Clone()
+	o.AndNot(r.special)
+	o.AndNot(r.direct)
+	return o
+}
+
+// pageOut nominates and evicts every gfn of set: each first touch will
+// fault. A gfn Xen will not page (EBUSY: a dom0 process holds it mapped, as
+// xenpaging finds) joins r.direct instead.
 func (r *receiver) pageOut(set *hypervisor.Bitmap) error {
 	var evictErr error
 	set.ForEach(func(g hypervisor.GFN) {
 		if evictErr != nil {
 			return
 		}
-		if err := r.pager.Nominate(g); err != nil {
+		err := r.pager.Nominate(g)
+		if err == nil {
+			err = r.pager.Evict(g)
+			if err != nil && !errors.Is(err, hypervisor.ErrBusy) {
+				evictErr = fmt.Errorf("evict gfn %#x: %w", uint64(g), err)
+				return
+			}
+		}
+		switch {
+		case errors.Is(err, hypervisor.ErrBusy):
+			// Nominated and touched (evict EBUSY) leaves the gfn
+			// present too: it is written directly as well.
+			r.direct.Set(g)
+		case err != nil:
 			evictErr = fmt.Errorf("nominate gfn %#x: %w", uint64(g), err)
-		} else if err := r.pager.Evict(g); err != nil {
-			evictErr = fmt.Errorf("evict gfn %#x: %w", uint64(g), err)
 		}
 	})
 	return evictErr
@@ -273,10 +369,10 @@ func (r *receiver) relayout(now *hypervisor.Bitmap) error {
 			}
 		}
 	}
-	r.log.WithFields(logrus.Fields{"released": removed.Count(), "populated": added.Count()}).Debug("layout at pause")
+	r.log.WithFields(logrus.Fields{"released": removed.Count(), "populated": added.Count()}).Debug("layout at the suspend")
 	r.cfg.Populated = now
 	if r.in != nil {
-		r.in.setOwed(now)
+		r.in.setOwed(r.owed(now))
 	}
 	return nil
 }
@@ -292,7 +388,15 @@ func (r *receiver) precopyPages(p wire.Pages) error {
 		return r.in.stage(p)
 	}
 	if r.in != nil {
-		return fmt.Errorf("unstaged pages before the switchover in post-copy: %w", wire.ErrMalformed)
+		// Only the gfns paging could not take come so, in the downtime.
+		for _, g := range p.GFNs {
+			if uint64(g) >= r.direct.Len() || !r.direct.Test(g) {
+				return fmt.Errorf("unstaged page for gfn %#x before the switchover in post-copy: %w", uint64(g), wire.ErrMalformed)
+			}
+		}
+		if r.written == nil {
+			r.written = r.direct.Clone()
+		}
 	}
 	// The guest may have ballooned gfns in since the preparation: back
 	// them before writing (the layout at the pause settles the rest).
@@ -322,6 +426,8 @@ func (r *receiver) precopyPages(p wire.Pages) error {
 			return fmt.Errorf("page for gfn %#x beyond the guest: %w", uint64(g), wire.ErrMalformed)
 		}
 		switch {
+		case r.special.Test(g):
+			// This host's xenstored and xenconsoled own the rings.
 		case page != nil:
 			gfns = append(gfns, g)
 			data = append(data, page...)
@@ -346,6 +452,10 @@ func (r *receiver) precopyPages(p wire.Pages) error {
 func (r *receiver) switchover(ctx context.Context, mode Mode, prepMS float64) (*Incoming, error) {
 	goAt := time.Now()
 	opsStart, _ := r.ops()
+	// The source renamed its copy before it sent go: the name is free.
+	if err := r.hv.Rename(r.dom, r.cfg.Domain.Name); err != nil {
+		r.log.WithError(err).Warn("could not give the domain its name; it runs as " + r.cfg.Domain.Name + IncomingSuffix)
+	}
 	if err := r.hv.Unpause(r.dom); err != nil {
 		// Nothing has run here yet, but the source has committed: keep
 		// what we have and say so.

@@ -108,11 +108,8 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("domain %d: %w", s.dom, err)
 	}
-	if info.State != hypervisor.StateRunning && info.State != hypervisor.StatePaused {
-		return nil, fmt.Errorf("domain %s is %v: %w", info.Name, info.State, hypervisor.ErrInvalid)
-	}
-	if info.PagedPages > 0 {
-		return nil, fmt.Errorf("domain %s still has %d pages paged out (an incoming migration is not complete): %w", info.Name, info.PagedPages, hypervisor.ErrBusy)
+	if err := checkGuest(info, s.plan); err != nil {
+		return nil, err
 	}
 	s.log = s.log.WithField("name", info.Name)
 	res := &Result{Mode: s.plan.Mode, Domain: info.Name}
@@ -138,7 +135,7 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	defer func() { s.main.Close(); s.urgent.Close() }() // the last pair, after reconnections
 
 	// Until the switchover, every failure lands here and resumes the domain.
-	var paused, logDirty bool
+	var suspendAsked, logDirty bool
 	cancelBalloon := func() {}
 	undo := func(cause error) error {
 		s.main.w.Write(wire.TypeAbort, abortRecord(cause))
@@ -146,8 +143,8 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 		if logDirty {
 			s.hv.DisableLogDirty(s.dom)
 		}
-		if paused {
-			if err := s.hv.Unpause(s.dom); err != nil {
+		if suspendAsked {
+			if err := s.giveBack(); err != nil {
 				return fmt.Errorf("%w (and resuming the domain here failed: %v)", cause, err)
 			}
 		}
@@ -192,8 +189,22 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	if err := s.main.w.Write(wire.TypeConfig, body); err != nil {
 		return nil, undo(fmt.Errorf("send config: %w", err))
 	}
-	if _, err := s.main.expect(wire.TypePrepared); err != nil {
+	prepared, err := s.main.expect(wire.TypePrepared)
+	if err != nil {
 		return nil, undo(fmt.Errorf("destination preparation: %w", err))
+	}
+	// The gfns the destination could not page out: sent in the downtime.
+	direct := hypervisor.NewBitmap(uint64(maxGFN) + 1)
+	if len(prepared) > 0 {
+		gfns, err := wire.UnmarshalGFNs(prepared)
+		if err != nil {
+			return nil, undo(fmt.Errorf("destination preparation: %w", err))
+		}
+		for _, g := range gfns {
+			if uint64(g) < direct.Len() {
+				direct.Set(g)
+			}
+		}
 	}
 	res.PreparationMS = ms(time.Since(s.start))
 	s.log.WithField("ms", res.PreparationMS).Info("destination prepared")
@@ -215,31 +226,34 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 		}
 	}
 
-	if err := s.hv.Pause(s.dom); err != nil {
-		return nil, undo(fmt.Errorf("pause: %w", err))
-	}
-	paused = true
+	// The guest suspends itself, as for `xl migrate`: only then is its vCPU
+	// state one it can resume from in a new domain.
+	s.progress.set("suspend", 0, 0)
 	pausedAt := time.Now()
+	suspendAsked = true
+	if err := s.hv.Suspend(ctx, s.dom, s.plan.SuspendTimeout); err != nil {
+		return nil, undo(fmt.Errorf("suspend: %w", err))
+	}
 	var srcOps uint64 // guest work done on the source while memory moved
 	var srcDur time.Duration
 	if now, ok := s.ops(); ok && !roundsStart.IsZero() {
 		srcOps, srcDur = now-roundsOps, pausedAt.Sub(roundsStart)
 	}
-	s.log.Info("domain paused")
+	s.log.WithField("ms", ms(time.Since(pausedAt))).Info("domain suspended")
 
 	// The guest ran since the layout was read: its balloon may have given
 	// gfns back or taken some again. The destination matches the layout
-	// at the pause, and only that is owed.
+	// at the suspend, and only that is owed.
 	now, err := s.hv.Populated(s.dom)
 	if err != nil {
-		return nil, undo(fmt.Errorf("layout at pause: %w", err))
+		return nil, undo(fmt.Errorf("layout at the suspend: %w", err))
 	}
 	if err := s.main.w.Write(wire.TypeLayout, wire.MarshalBitmap(now)); err != nil {
-		return nil, undo(fmt.Errorf("send the layout at pause: %w", err))
+		return nil, undo(fmt.Errorf("send the layout at the suspend: %w", err))
 	}
 	s.populated = now
 
-	owed := s.populated
+	owed := s.populated.Clone()
 	if logDirty {
 		final, err := s.hv.DirtyLog(s.dom, true)
 		if err != nil {
@@ -251,6 +265,9 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 		}
 		final.Or(dirty) // pages dirtied in the last round and not yet resent
 		final.And(s.populated)
+		if s.plan.Mode != PreCopy {
+			final.AndNot(direct)
+		}
 		owed = final
 		if heat != nil {
 			final.ForEach(func(g hypervisor.GFN) { heat[g]++ })
@@ -262,6 +279,17 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 			}
 		} else if err := s.main.w.Write(wire.TypeOwed, wire.MarshalGFNs(owed.GFNs())); err != nil {
 			return nil, undo(fmt.Errorf("send owed list: %w", err))
+		}
+	}
+
+	if s.plan.usesPaging() {
+		direct.And(s.populated)
+		owed.AndNot(direct)
+		if n := direct.Count(); n > 0 {
+			s.progress.set("stop-and-copy", 0, n)
+			if err := s.sendSet(ctx, direct, 0, "stop"); err != nil {
+				return nil, undo(err)
+			}
 		}
 	}
 
@@ -349,6 +377,42 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	}
 	s.log.WithFields(logrus.Fields{"total_ms": res.TotalMS, "pages_sent": res.PagesSent}).Info("migration complete")
 	return res, nil
+}
+
+// giveBack resumes the source domain after a failure before the
+// switchover: a guest that suspended gets its suspend cancelled and goes on
+// where it was, as `xl migrate` does with libxl_domain_resume. A guest that
+// never suspended (its suspend timed out) is running still.
+func (s *sender) giveBack() error {
+	info, err := s.hv.Info(s.dom)
+	if err != nil {
+		return err
+	}
+	if info.State != hypervisor.StateSuspended {
+		return nil
+	}
+	return s.hv.CancelSuspend(s.dom)
+}
+
+// checkGuest refuses, before anything is touched, a domain this migration
+// cannot move.
+func checkGuest(info hypervisor.DomainInfo, plan Plan) error {
+	unsupported := func(why string) error {
+		return fmt.Errorf("domain %s: %s: %w", info.Name, why, hypervisor.ErrGuestUnsupported)
+	}
+	switch {
+	case info.State != hypervisor.StateRunning && info.State != hypervisor.StatePaused:
+		return fmt.Errorf("domain %s is %v: %w", info.Name, info.State, hypervisor.ErrInvalid)
+	case info.PagedPages > 0:
+		return fmt.Errorf("domain %s still has %d pages paged out (an incoming migration is not complete): %w", info.Name, info.PagedPages, hypervisor.ErrBusy)
+	case !info.HVM:
+		return unsupported("it is a PV guest; xenmig migrates PVH guests (type = \"pvh\")")
+	case info.DeviceModel:
+		return unsupported("it is an HVM guest with a device model, whose state xenmig does not carry; xenmig migrates PVH guests (type = \"pvh\"); use `xl migrate` for this one")
+	case plan.usesPaging() && !info.HAP:
+		return unsupported("it does not use hardware-assisted paging (HAP), which post-copy needs; migrate it with --mode precopy")
+	}
+	return nil
 }
 
 // settled ends a migration whose connections broke after the switchover but

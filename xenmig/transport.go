@@ -76,6 +76,8 @@ func abortError(body []byte) error {
 		return fmt.Errorf("%w: %w: %s", ErrAborted, hypervisor.ErrPagingUnsupported, a.Reason)
 	case wire.AbortGuestUnsupported:
 		return fmt.Errorf("%w: %w: %s", ErrAborted, hypervisor.ErrGuestUnsupported, a.Reason)
+	case wire.AbortIncompatible:
+		return fmt.Errorf("%w: %w: %s", ErrAborted, hypervisor.ErrIncompatible, a.Reason)
 	}
 	return fmt.Errorf("%w: %s", ErrAborted, a.Reason)
 }
@@ -88,6 +90,8 @@ func abortRecord(err error) []byte {
 		a.Code = wire.AbortPagingUnsupported
 	case errors.Is(err, hypervisor.ErrGuestUnsupported):
 		a.Code = wire.AbortGuestUnsupported
+	case errors.Is(err, hypervisor.ErrIncompatible):
+		a.Code = wire.AbortIncompatible
 	}
 	return wire.MarshalJSON(a)
 }

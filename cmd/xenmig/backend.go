@@ -107,7 +107,8 @@ func migrationExit(err error) error {
 		return nil
 	case errors.Is(err, xenmig.ErrCommitted):
 		return withCode(exitCommitted, err)
-	case errors.Is(err, hypervisor.ErrPagingUnsupported), errors.Is(err, hypervisor.ErrGuestUnsupported):
+	case errors.Is(err, hypervisor.ErrPagingUnsupported), errors.Is(err, hypervisor.ErrGuestUnsupported),
+		errors.Is(err, hypervisor.ErrIncompatible):
 		return withCode(exitUnsupported, err)
 	case errors.Is(err, xenmig.ErrBadPlan):
 		return withCode(exitUsage, err)

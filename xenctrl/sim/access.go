@@ -110,7 +110,7 @@ func (v *vcpu) fault(g hypervisor.GFN) {
 		if d.dying || d.crashed {
 			v.stall()
 		}
-		if d.pauseCount > 0 {
+		if d.stoppedLocked() {
 			v.waitLocked(atFault)
 			continue
 		}
@@ -147,7 +147,7 @@ func (v *vcpu) fault(g hypervisor.GFN) {
 		}
 		d.ring.put(req, d.h.notifyLatency)
 		v.pagingPaused++
-		for v.pagingPaused > 0 || d.pauseCount > 0 {
+		for v.pagingPaused > 0 || d.stoppedLocked() {
 			if d.dying || d.crashed {
 				v.stall()
 			}

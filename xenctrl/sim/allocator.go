@@ -77,6 +77,9 @@ func (v *vcpu) freePage(i int) {
 // allocated arena page; d.guestMu must be held.
 func (d *domain) inUseLocked(g hypervisor.GFN) bool {
 	l := d.lay
+	if l.isSpecial(g) {
+		return true // the toolstack's ring page: never the guest's to free
+	}
 	idx := sort.Search(len(l.usable), func(i int) bool { return l.usable[i] >= g })
 	if idx == len(l.usable) || l.usable[idx] != g {
 		return false // a hole

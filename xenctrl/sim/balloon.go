@@ -86,7 +86,7 @@ func (d *domain) balloonStep(target uint64, cursor *int) (moved uint64, running 
 	d.guestMu.Lock()
 	defer d.guestMu.Unlock()
 	d.mu.Lock()
-	if d.pauseCount > 0 || !d.hasContext || d.crashed || d.dying {
+	if d.stoppedLocked() || !d.hasContext || d.crashed || d.dying {
 		d.mu.Unlock()
 		return 0, false
 	}

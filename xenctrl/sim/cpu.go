@@ -11,7 +11,7 @@ import (
 const ctxMagic = "XMSIMCPU"
 
 // ctxVersion is the version of the context layout.
-const ctxVersion = 1
+const ctxVersion = 2
 
 // HVM parameters the simulator reports (xen/hvm/params.h), as the saver's
 // list carries them.
@@ -43,6 +43,12 @@ func (h *Host) SaveCPU(id hypervisor.DomID) (hypervisor.CPUState, error) {
 	e := &encoder{}
 	e.b = append(e.b, ctxMagic...)
 	e.u32(ctxVersion)
+	e.u64(d.instance)
+	var suspended uint32
+	if d.suspend == suspendDone {
+		suspended = 1 // the vCPUs stopped in the guest's suspend hypercall
+	}
+	e.u32(suspended)
 	e.bytes([]byte(d.spec.Workload.Kind))
 	e.u32(uint32(len(d.vcpus)))
 	for _, v := range d.vcpus {
@@ -84,6 +90,7 @@ func (h *Host) RestoreCPU(id hypervisor.DomID, s hypervisor.CPUState) error {
 	dec := &decoder{b: s.HVMContext}
 	dec.check(string(dec.take(len(ctxMagic))) == ctxMagic, "bad magic")
 	dec.check(dec.u32() == ctxVersion, "unknown context version")
+	instance, suspended := dec.u64(), dec.u32() == 1
 	kind := Kind(dec.bytes())
 	dec.check(kind == d.spec.Workload.Kind, "context of workload %q, domain runs %q", kind, d.spec.Workload.Kind)
 	n := dec.u32()
@@ -128,6 +135,9 @@ func (h *Host) RestoreCPU(id hypervisor.DomID, s hypervisor.CPUState) error {
 	d.tsc = s.TSC
 	d.created = time.Now()
 	d.hasContext = true
+	// Another domain's context is only resumable here if it was saved
+	// suspended: the guest then takes its resume-in-a-new-domain path.
+	d.unsuspended = instance != d.instance && !suspended
 	d.updateGate()
 	d.runCond.Broadcast()
 	return nil
@@ -139,8 +149,8 @@ func (d *domain) parkedLocked(op string) error {
 	switch {
 	case d.crashed:
 		return fmt.Errorf("%s of domain %d: crashed: %w", op, d.id, hypervisor.ErrInvalid)
-	case d.pauseCount == 0:
-		return fmt.Errorf("%s of domain %d: not paused: %w", op, d.id, hypervisor.ErrInvalid)
+	case d.pauseCount == 0 && d.suspend != suspendDone:
+		return fmt.Errorf("%s of domain %d: neither paused nor suspended: %w", op, d.id, hypervisor.ErrInvalid)
 	case !d.hasContext:
 		return fmt.Errorf("%s of domain %d: no vCPU context: %w", op, d.id, hypervisor.ErrInvalid)
 	}
@@ -157,8 +167,8 @@ func (d *domain) parkedLocked(op string) error {
 func (d *domain) paramsLocked() map[uint32]uint64 {
 	top := uint64(d.mem.pages())
 	p := map[uint32]uint64{
-		hvmParamStorePFN:      top - 1,
-		hvmParamConsolePFN:    top - 2,
+		hvmParamStorePFN:      uint64(d.lay.storePFN()),
+		hvmParamConsolePFN:    uint64(d.lay.consolePFN()),
 		hvmParamPagingRingPFN: top - 3,
 		hvmParamTimerMode:     1,
 	}

@@ -108,14 +108,16 @@ func source(t testing.TB, spec GuestSpec) (*Host, hypervisor.DomID, hypervisor.C
 	spec.StopAt = detSplit
 	id := create(t, h, spec)
 	runDone(t, h, id)
-	must(t, "Pause", h.Pause(id))
+	must(t, "Suspend", h.Suspend(context.Background(), id, 10*time.Second))
 	cpu, err := h.SaveCPU(id)
 	must(t, "SaveCPU", err)
 	return h, id, cpu
 }
 
 // shell creates the destination of src's domain on a new host, with
-// gfns that src has not populated depopulated, and src's context loaded.
+// gfns that src has not populated depopulated, and src's context loaded. It
+// returns the gfns whose pages migrate: src's populated ones but the
+// toolstack's ring pages.
 func shell(t testing.TB, src *Host, sid hypervisor.DomID, cpu hypervisor.CPUState) (*Host, hypervisor.DomID, *hypervisor.Bitmap) {
 	t.Helper()
 	cfg, err := src.Config(sid)
@@ -132,6 +134,9 @@ func shell(t testing.TB, src *Host, sid hypervisor.DomID, cpu hypervisor.CPUStat
 	must(t, "Depopulate", dst.Depopulate(did, extra.GFNs()))
 	must(t, "RestoreCPU", dst.RestoreCPU(did, cpu))
 	must(t, "SetStopAt", dst.SetStopAt(did, detSteps))
+	for _, g := range cfg.SpecialPages {
+		srcPop.Clear(g)
+	}
 	return dst, did, srcPop
 }
 

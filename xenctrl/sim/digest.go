@@ -11,7 +11,8 @@ import (
 
 // Digest hashes, with XXH3-128, the gfn (8 bytes, little-endian) and content
 // of every populated non-zero page of id in ascending gfn order. Zero pages
-// are skipped, so free and ballooned-out memory do not count. ErrPaged if a
+// are skipped, so free and ballooned-out memory do not count, and so are the
+// toolstack's ring pages, which are each host's own. ErrPaged if a
 // gfn is paged out. The result is meaningful for a paused or finished guest.
 func (h *Host) Digest(id hypervisor.DomID) (hypervisor.Digest, error) {
 	d, err := h.acquire(id)
@@ -27,7 +28,7 @@ func (h *Host) Digest(id hypervisor.DomID) (hypervisor.Digest, error) {
 		if pagedOut(st) {
 			return hypervisor.Digest{}, &hypervisor.PageError{Op: "digest", GFN: g, Err: hypervisor.ErrPaged}
 		}
-		if !hasFrame(st) {
+		if !hasFrame(st) || d.lay.isSpecial(g) {
 			continue
 		}
 		p := d.mem.page(g)

@@ -1,8 +1,11 @@
 package sim
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,17 +46,26 @@ type domain struct {
 	pauseCount int
 	running    int  // vCPUs executing guest code
 	hasContext bool // vCPU state is loaded: booted or restored
-	crashed    bool
-	dying      bool
-	halted     chan struct{} // closed on crash or destroy
-	doneCount  int
-	doneCh     chan struct{} // closed while every vCPU is done
-	vcpus      []*vcpu
-	pager      *pager
-	ring       ring
-	tsc        hypervisor.TSCInfo
-	params     map[uint32]uint64 // HVM parameters set by RestoreCPU
-	created    time.Time         // start of the TSC's elapsed time
+	suspend    int  // suspendNone, suspendInProgress, suspendDone
+	// instance tells this domain's vCPU contexts from another's: a context
+	// restored into another domain must have been saved suspended.
+	instance uint64
+	// unsuspended: the context restored here was saved from another domain
+	// that had not suspended; the guest cannot run on here.
+	unsuspended bool
+	uuid        string
+	cpuPolicy   uint64 // the CPU features the guest may use
+	crashed     bool
+	dying       bool
+	halted      chan struct{} // closed on crash or destroy
+	doneCount   int
+	doneCh      chan struct{} // closed while every vCPU is done
+	vcpus       []*vcpu
+	pager       *pager
+	ring        ring
+	tsc         hypervisor.TSCInfo
+	params      map[uint32]uint64 // HVM parameters set by RestoreCPU
+	created     time.Time         // start of the TSC's elapsed time
 
 	balloonKick chan struct{}
 	balloonGoal uint64             // the balloon driver's target, pages; under mu
@@ -84,6 +96,7 @@ func (h *Host) newDomain(id hypervisor.DomID, s GuestSpec) (*domain, error) {
 		doneCh:      make(chan struct{}),
 		balloonKick: make(chan struct{}, 1),
 		tsc:         hypervisor.TSCInfo{GTSCkHz: 2_000_000},
+		instance:    rand.Uint64(),
 		params:      make(map[uint32]uint64),
 		created:     time.Now(),
 	}
@@ -94,6 +107,10 @@ func (h *Host) newDomain(id hypervisor.DomID, s GuestSpec) (*domain, error) {
 	d.updateGate()
 	for _, g := range lay.usable {
 		mem.cas(g, stUnpopulated, stRAM)
+	}
+	for _, g := range lay.special {
+		mem.cas(g, stUnpopulated, stRAM)
+		h.stampRing(mem.page(g), id)
 	}
 	for i := range s.VCPUs {
 		d.vcpus = append(d.vcpus, newVCPU(d, i))
@@ -122,12 +139,18 @@ func (d *domain) start() error {
 		cancel()
 		return fmt.Errorf("create domain %q: %w", d.spec.Name, err)
 	}
+	shutdowns, err := d.h.store.watch(ctx, shutdownKey(d.id))
+	if err != nil {
+		cancel()
+		return fmt.Errorf("create domain %q: %w", d.spec.Name, err)
+	}
 	d.stopBalloon = cancel
-	d.wg.Add(len(d.vcpus) + 1)
+	d.wg.Add(len(d.vcpus) + 2)
 	for _, v := range d.vcpus {
 		go v.run()
 	}
 	go d.balloon(targets, kib)
+	go d.watchShutdown(shutdowns)
 	if d.spec.Balloond != nil {
 		if err := d.startBalloond(ctx); err != nil {
 			d.halt()
@@ -149,11 +172,35 @@ func (d *domain) release() { d.life.RUnlock() }
 // updateGate recomputes gate; d.mu must be held (or d unpublished).
 func (d *domain) updateGate() {
 	var g uint32
-	if d.pauseCount > 0 || !d.hasContext || d.crashed || d.dying {
+	if d.stoppedLocked() || !d.hasContext || d.crashed || d.dying {
 		g = 1
 	}
 	d.gate.Store(g)
 }
+
+// stampRing writes what this host's xenstored and xenconsoled keep in a
+// domain's ring page: their own state, not the guest's.
+func (h *Host) stampRing(p []byte, id hypervisor.DomID) {
+	copy(p, "XSRING\x00\x00")
+	binary.LittleEndian.PutUint64(p[8:], h.instance)
+	binary.LittleEndian.PutUint64(p[16:], uint64(id))
+}
+
+// ringsIntact reports whether d's ring pages still hold this host's state.
+func (d *domain) ringsIntact() bool {
+	want := make([]byte, hypervisor.PageSize)
+	d.h.stampRing(want, d.id)
+	for _, g := range d.lay.special {
+		if hasFrame(d.mem.state(g)) && !bytes.Equal(d.mem.page(g), want) {
+			return false
+		}
+	}
+	return true
+}
+
+// stoppedLocked reports whether the guest may not run: paused, or
+// suspending or suspended; d.mu must be held.
+func (d *domain) stoppedLocked() bool { return d.pauseCount > 0 || d.suspend != suspendNone }
 
 // state returns the domain's run state.
 func (d *domain) state() hypervisor.State {
@@ -164,6 +211,8 @@ func (d *domain) state() hypervisor.State {
 		return hypervisor.StateDying
 	case d.crashed:
 		return hypervisor.StateCrashed
+	case d.suspend == suspendDone:
+		return hypervisor.StateSuspended
 	case d.pauseCount > 0:
 		return hypervisor.StatePaused
 	}
@@ -255,6 +304,16 @@ func (h *Host) Unpause(id hypervisor.DomID) error {
 	}
 	d.pauseCount--
 	d.updateGate()
+	if d.pauseCount == 0 && d.unsuspended {
+		// Real Linux hangs here, silently: its event channels, timer
+		// and PV devices were never re-made.
+		d.crash("resumed in a new domain from a context saved without a suspend")
+		return nil
+	}
+	if d.pauseCount == 0 && !d.ringsIntact() {
+		d.crash("its xenstore or console ring was overwritten: this host's xenstored and xenconsoled lost it")
+		return nil
+	}
 	if d.pauseCount == 0 {
 		d.runCond.Broadcast()
 		for _, v := range d.vcpus {

@@ -1,7 +1,9 @@
 package sim
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -25,6 +27,8 @@ type Host struct {
 	log           *logrus.Entry
 	notifyLatency time.Duration
 	store         *store
+	instance      uint64 // tells this host's ring pages from another's
+	cpuFeatures   uint64 // the CPU features this host offers guests
 
 	mu     sync.Mutex
 	doms   map[hypervisor.DomID]*domain
@@ -40,6 +44,8 @@ func NewHost(opts ...Option) *Host {
 		store:         newStore(),
 		doms:          make(map[hypervisor.DomID]*domain),
 		nextID:        1,
+		instance:      rand.Uint64(),
+		cpuFeatures:   AllCPUFeatures,
 	}
 	for _, o := range opts {
 		o(h)
@@ -155,11 +161,12 @@ func (h *Host) Info(id hypervisor.DomID) (hypervisor.DomainInfo, error) {
 		Name:       d.name(),
 		State:      d.state(),
 		VCPUs:      len(d.vcpus),
-		MaxPages:   uint64(len(d.lay.usable)),
+		MaxPages:   uint64(len(d.lay.usable) + len(d.lay.special)),
 		TotPages:   uint64(d.mem.frames.Load()),
 		PagedPages: uint64(d.mem.paged.Load()),
 		HVM:        true,
 		HAP:        true,
+		UUID:       d.uuid,
 	}, nil
 }
 
@@ -174,7 +181,10 @@ func (h *Host) Config(id hypervisor.DomID) (hypervisor.DomainConfig, error) {
 	s := d.spec
 	s.Name = d.name()
 	s.StopAt = d.stopAt.Load()
-	return s.config(d.lay)
+	cfg, err := s.config(d.lay)
+	cfg.UUID = d.uuid
+	cfg.CPUPolicy = binary.LittleEndian.AppendUint64(nil, d.cpuPolicy)
+	return cfg, err
 }
 
 // Rename changes a domain's name in xenstore.

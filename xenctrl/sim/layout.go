@@ -18,9 +18,13 @@ import (
 type layout struct {
 	pages  uint64             // size of the gfn space
 	holes  *hypervisor.Bitmap // gfns never populated
-	usable []hypervisor.GFN   // non-hole gfns, ascending
-	static []hypervisor.GFN   // prefix of usable
-	arenas []arena            // one per vCPU
+	usable []hypervisor.GFN   // non-hole gfns, ascending, but the special ones
+	// special are the xenstore and console ring pages, the two highest
+	// non-hole gfns (as Xen's special region sits above a guest's RAM):
+	// populated, never the guest's RAM, owned by each host's toolstack.
+	special []hypervisor.GFN
+	static  []hypervisor.GFN // prefix of usable
+	arenas  []arena          // one per vCPU
 }
 
 // arena is the memory one vCPU owns.
@@ -55,6 +59,10 @@ func newLayout(s *GuestSpec) (*layout, error) {
 			l.usable = append(l.usable, g)
 		}
 	}
+	if len(l.usable) > specialPages {
+		l.special = l.usable[len(l.usable)-specialPages:]
+		l.usable = l.usable[:len(l.usable)-specialPages]
+	}
 	n, v := uint64(len(l.usable)), uint64(s.VCPUs)
 	if n < 2*(v+1) {
 		return nil, fmt.Errorf("guest spec %q: %d usable pages are too few for %d vCPUs: %w", s.Name, n, v, hypervisor.ErrInvalid)
@@ -70,6 +78,50 @@ func newLayout(s *GuestSpec) (*layout, error) {
 		l.arenas = append(l.arenas, arena{pages: l.usable[first : first+per], boot: int(boot)})
 	}
 	return l, nil
+}
+
+// specialPages is the number of toolstack ring pages a guest has.
+const specialPages = 2
+
+// isSpecial reports whether g is one of the toolstack's ring pages.
+func (l *layout) isSpecial(g hypervisor.GFN) bool {
+	for _, x := range l.special {
+		if x == g {
+			return true
+		}
+	}
+	return false
+}
+
+// storePFN and consolePFN are the HVM_PARAM_STORE_PFN and
+// HVM_PARAM_CONSOLE_PFN of the layout (0 if it has none).
+func (l *layout) storePFN() hypervisor.GFN {
+	if len(l.special) < specialPages {
+		return 0
+	}
+	return l.special[1]
+}
+
+func (l *layout) consolePFN() hypervisor.GFN {
+	if len(l.special) < specialPages {
+		return 0
+	}
+	return l.special[0]
+}
+
+// shellInitrd is how many free pages after its boot pages a shell's
+// builder fills, in each arena, as a kernel's initrd would.
+const shellInitrd = 256
+
+// shellPages returns the pages a shell is created with non-zero: the boot
+// pages and, after each arena's, an initrd that is free memory to the
+// guest.
+func (l *layout) shellPages() []hypervisor.GFN {
+	out := append([]hypervisor.GFN(nil), l.static...)
+	for _, a := range l.arenas {
+		out = append(out, a.pages[:min(len(a.pages), a.boot+shellInitrd)]...)
+	}
+	return out
 }
 
 // bootPages returns every page in use at boot: static and arena boot pages.

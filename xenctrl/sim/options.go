@@ -32,3 +32,15 @@ func discardLogger() *logrus.Entry {
 	l.SetOutput(io.Discard)
 	return logrus.NewEntry(l)
 }
+
+// AllCPUFeatures is the CPU feature set of a Host created without
+// WithCPUFeatures: every feature the simulator knows.
+const AllCPUFeatures = ^uint64(0)
+
+// WithCPUFeatures sets the CPU features the host offers its guests, one bit
+// each. A guest gets its host's features when it boots and keeps them when it
+// migrates; a host lacking one of them refuses to create its shell (as
+// xc_set_domain_cpu_policy refuses a policy the host cannot run).
+func WithCPUFeatures(mask uint64) Option {
+	return func(h *Host) { h.cpuFeatures = mask }
+}

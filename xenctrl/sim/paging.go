@@ -178,6 +178,11 @@ func (p *pager) Nominate(g hypervisor.GFN) error {
 	if err := checkGFN(d, "nominate", g); err != nil {
 		return err
 	}
+	if d.lay.isSpecial(g) {
+		// xenstored and xenconsoled keep the rings mapped: the page has
+		// more references than the guest's (Xen's nominate: EBUSY).
+		return &hypervisor.PageError{Op: "nominate", GFN: g, Err: hypervisor.ErrBusy}
+	}
 	for {
 		switch st := d.mem.state(g); st {
 		case stRAM:

@@ -85,6 +85,9 @@ type GuestSpec struct {
 	Workload WorkloadSpec `json:"workload"`
 	// Balloond, when set, runs the self-ballooning agent in the guest.
 	Balloond *BalloondSpec `json:"balloond,omitempty"`
+	// NoSuspend makes a guest that ignores suspend requests, as one
+	// without PV drivers does: Suspend times out.
+	NoSuspend bool `json:"no_suspend,omitempty"`
 }
 
 // DefaultWorkload returns the parameters of a workload of the given kind for
@@ -156,12 +159,13 @@ func (s *GuestSpec) config(l *layout) (hypervisor.DomainConfig, error) {
 		return hypervisor.DomainConfig{}, fmt.Errorf("encode guest spec %q: %w", s.Name, err)
 	}
 	return hypervisor.DomainConfig{
-		Name:     s.Name,
-		VCPUs:    s.VCPUs,
-		MaxPages: uint64(len(l.usable)),
-		HVM:      true,
-		Backend:  Backend,
-		Raw:      raw,
+		Name:         s.Name,
+		VCPUs:        s.VCPUs,
+		MaxPages:     uint64(len(l.usable) + len(l.special)),
+		HVM:          true,
+		Backend:      Backend,
+		Raw:          raw,
+		SpecialPages: append([]hypervisor.GFN(nil), l.special...),
 	}, nil
 }
 

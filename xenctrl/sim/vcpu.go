@@ -156,7 +156,7 @@ func (v *vcpu) boundaryLocked() bool {
 		case d.hasContext && v.reached(d.stopAt.Load()):
 			d.setDone(v, true)
 			v.waitLocked(atBoundary)
-		case d.pauseCount > 0 || !d.hasContext:
+		case d.stoppedLocked() || !d.hasContext:
 			v.waitLocked(atBoundary)
 		case v.interval > 0 && time.Until(v.next) > pacingSlack:
 			v.sleepLocked(v.next)

@@ -355,5 +355,6 @@ type Abort struct {
 // Abort codes.
 const (
 	AbortPagingUnsupported = "paging-unsupported" // the destination hypervisor has no mem_paging
-	AbortGuestUnsupported  = "guest-unsupported"  // the guest cannot be paged there
+	AbortGuestUnsupported  = "guest-unsupported"  // the guest cannot be migrated as asked
+	AbortIncompatible      = "incompatible"       // the destination cannot run the guest (CPU features, special pages, name)
 )

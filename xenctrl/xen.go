@@ -37,6 +37,10 @@ type Host struct {
 	fmem   *C.xenforeignmemory_handle
 	xs     *C.struct_xs_handle
 
+	tkOnce sync.Once // the libxl context, opened on first use
+	tk     *toolstack
+	tkErr  error
+
 	mu     sync.Mutex
 	closed bool
 }
@@ -105,6 +109,9 @@ func (h *Host) Close() error {
 		return nil
 	}
 	h.closed = true
+	if h.tk != nil {
+		h.tk.close()
+	}
 	if h.xs != nil {
 		C.xs_close(h.xs)
 	}
@@ -216,21 +223,43 @@ func (h *Host) Info(d hypervisor.DomID) (hypervisor.DomainInfo, error) {
 	return domainInfo(r, h.name(d)), nil
 }
 
-// Config returns the domain's xl configuration file, found by name with the
-// WithConfigPaths patterns (default /etc/xen/<name>.cfg ...), carried
-// unchanged in Raw. libxl keeps a JSON form of the running configuration
-// (`xl list -l`), but `xl create` does not read it back, so the file the
-// domain was created from is what the destination needs.
+// Config returns what a destination shell of d is built from: libxl's own
+// record of the domain's configuration as JSON (libxl_retrieve_domain_configuration,
+// as `xl migrate` sends it), its UUID, its toolstack ring pages
+// (HVM_PARAM_STORE_PFN, HVM_PARAM_CONSOLE_PFN) and its CPU policy
+// (xc_cpu_policy_get_domain, serialised). A domain libxl has no record of
+// (not created by xl) falls back to its xl configuration file, found with the
+// WithConfigPaths patterns (default /etc/xen/<name>.cfg ...).
 func (h *Host) Config(d hypervisor.DomID) (hypervisor.DomainConfig, error) {
 	info, err := h.Info(d)
 	if err != nil {
 		return hypervisor.DomainConfig{}, err
 	}
-	_, raw, err := findConfig(h.opts.configPaths, info.Name)
+	raw, err := h.configJSON(d)
 	if err != nil {
-		return hypervisor.DomainConfig{}, fmt.Errorf("xenctrl: config of domain %d: %w", d, err)
+		_, file, ferr := findConfig(h.opts.configPaths, info.Name)
+		if ferr != nil {
+			return hypervisor.DomainConfig{}, fmt.Errorf("xenctrl: config of domain %d: %w", d, errors.Join(err, ferr))
+		}
+		raw = file
 	}
-	return domainConfig(info, raw), nil
+	cfg := domainConfig(info, raw)
+	if cfg.SpecialPages, err = h.specialPages(d); err != nil {
+		return cfg, err
+	}
+	if cfg.CPUPolicy, err = h.cpuPolicyOf(d); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// configJSON is libxl's record of d's configuration.
+func (h *Host) configJSON(d hypervisor.DomID) ([]byte, error) {
+	t, err := h.toolstack()
+	if err != nil {
+		return nil, err
+	}
+	return t.configJSON(d)
 }
 
 // xl runs the toolstack's xl with args, returning its combined output in the
@@ -245,11 +274,16 @@ func (h *Host) xl(args ...string) error {
 	return nil
 }
 
-// CreateShell runs `xl create -p` with the migrated xl configuration (Raw,
-// written to a temporary file) under the migrated name: the toolstack builds
-// the domain, its memory and its devices (backends, device model) and leaves
-// it paused, and xenmig then takes it over for memory and vCPU state. The
-// host must have everything the config names (disk paths, bridges).
+// CreateShell builds the destination domain, paused, under cfg.Name: from
+// libxl's JSON record (libxl_domain_config_from_json,
+// libxl_domain_create_new, through this process's libxl context) or, for a
+// configuration carried as an xl file, `xl create -p`. The toolstack builds
+// the domain, its memory and its devices (backends) and leaves it paused;
+// xenmig then takes it over for memory and vCPU state. The guest's CPU
+// policy is applied before it ever runs (xc_set_domain_cpu_policy): a host
+// that cannot offer it refuses with hypervisor.ErrIncompatible and the shell
+// is destroyed. The host must have everything the config names (disk paths,
+// bridges, kernels).
 func (h *Host) CreateShell(cfg hypervisor.DomainConfig) (hypervisor.DomID, error) {
 	if err := checkShellConfig(cfg); err != nil {
 		return 0, fmt.Errorf("xenctrl: create shell: %w", err)
@@ -257,17 +291,42 @@ func (h *Host) CreateShell(cfg hypervisor.DomainConfig) (hypervisor.DomID, error
 	if _, err := h.Lookup(cfg.Name); err == nil {
 		return 0, fmt.Errorf("xenctrl: create shell: a domain called %q already exists: %w", cfg.Name, hypervisor.ErrBusy)
 	}
-	f, err := os.CreateTemp("", "xenmig-*.cfg")
+	var d hypervisor.DomID
+	var err error
+	if isJSONConfig(cfg.Raw) {
+		var t *toolstack
+		if t, err = h.toolstack(); err == nil {
+			d, err = t.createPaused(cfg.Raw, cfg.Name)
+		}
+	} else {
+		d, err = h.createFromFile(cfg)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("xenctrl: create shell: %w", err)
+	}
+	if len(cfg.CPUPolicy) > 0 {
+		if err := h.setCPUPolicy(d, cfg.CPUPolicy); err != nil {
+			h.Destroy(d)
+			return 0, fmt.Errorf("xenctrl: create shell: %w", err)
+		}
+	}
+	return d, nil
+}
+
+// createFromFile runs `xl create -p` with an xl configuration file's text
+// (written to a temporary file) under cfg.Name.
+func (h *Host) createFromFile(cfg hypervisor.DomainConfig) (hypervisor.DomID, error) {
+	f, err := os.CreateTemp("", "xenmig-*.cfg")
+	if err != nil {
+		return 0, err
 	}
 	defer os.Remove(f.Name())
 	if _, err := f.Write(cfg.Raw); err != nil {
 		f.Close()
-		return 0, fmt.Errorf("xenctrl: create shell: %w", err)
+		return 0, err
 	}
 	if err := f.Close(); err != nil {
-		return 0, fmt.Errorf("xenctrl: create shell: %w", err)
+		return 0, err
 	}
 	if err := h.xl(xlCreateArgs(f.Name(), cfg.Name)...); err != nil {
 		return 0, err

@@ -21,6 +21,7 @@ _Static_assert(VM_EVENT_FLAG_VCPU_PAUSED == 1, "VM_EVENT_FLAG_VCPU_PAUSED is not
 _Static_assert(MEM_PAGING_DROP_PAGE == 1 && MEM_PAGING_EVICT_FAIL == 2, "MEM_PAGING flags moved");
 _Static_assert(HVM_PARAM_PAGING_RING_PFN == 27, "HVM_PARAM_PAGING_RING_PFN is not 27");
 _Static_assert(sizeof(xen_pfn_t) == 8, "xen_pfn_t is not 64-bit");
+_Static_assert(sizeof(xen_cpuid_leaf_t) == 24 && sizeof(xen_msr_entry_t) == 16, "CPU policy entries moved");
 _Static_assert(sizeof(unsigned long) == 8, "log-dirty bitmap words are not 64-bit");
 
 long long xenmig_logdirty(xc_interface *xch, uint32_t dom, unsigned int sop,
@@ -46,6 +47,24 @@ long long xenmig_logdirty(xc_interface *xch, uint32_t dom, unsigned int sop,
     xc_hypercall_buffer_free_pages(xch, bitmap, nr);
     errno = saved;
     return rc;
+}
+
+int xenmig_cpu_policy_get(xc_interface *xch, uint32_t dom,
+                          xen_cpuid_leaf_t *leaves, uint32_t *nr_leaves,
+                          xen_msr_entry_t *msrs, uint32_t *nr_msrs)
+{
+    xc_cpu_policy_t *p = xc_cpu_policy_init();
+    int rc, saved;
+
+    if (p == NULL)
+        return -1;
+    rc = xc_cpu_policy_get_domain(xch, dom, p);
+    if (rc == 0)
+        rc = xc_cpu_policy_serialise(xch, p, leaves, nr_leaves, msrs, nr_msrs);
+    saved = errno;
+    xc_cpu_policy_destroy(p);
+    errno = saved;
+    return rc ? -1 : 0;
 }
 
 xentoollog_logger *xenmig_logger(int verbose)

@@ -36,6 +36,16 @@ int xc_get_pfn_type_batch(xc_interface *xch, uint32_t dom, unsigned int num,
 long long xenmig_logdirty(xc_interface *xch, uint32_t dom, unsigned int sop,
                           uint64_t *out, unsigned long pages);
 
+/*
+ * A domain's CPU policy (xc_cpu_policy_init, xc_cpu_policy_get_domain,
+ * xc_cpu_policy_serialise, xc_cpu_policy_destroy) into caller arrays of
+ * *nr_leaves and *nr_msrs entries (sized by xc_cpu_policy_get_size), which
+ * it sets to the counts written. Returns -1 with errno set on failure.
+ */
+int xenmig_cpu_policy_get(xc_interface *xch, uint32_t dom,
+                          xen_cpuid_leaf_t *leaves, uint32_t *nr_leaves,
+                          xen_msr_entry_t *msrs, uint32_t *nr_msrs);
+
 /* A logger for the Xen libraries: stderr at XTL_DETAIL if verbose, else
  * only XTL_CRITICAL (the failures come back to Go as errors instead). */
 xentoollog_logger *xenmig_logger(int verbose);

@@ -1,6 +1,7 @@
 package xenctrl
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -32,14 +33,14 @@ func findConfig(patterns []string, name string) (string, []byte, error) {
 		}
 		tried = append(tried, path)
 	}
-	return "", nil, fmt.Errorf("no xl configuration file for domain %q (tried %s): xenmig carries "+
-		"the domain's xl config to the destination, which creates the shell with `xl create -p`; "+
+	return "", nil, fmt.Errorf("no xl configuration file for domain %q (tried %s): libxl keeps no "+
+		"record of it, so xenmig needs the file it was created from to build the destination; "+
 		"put the config there or pass its location (WithConfigPaths): %w",
 		name, strings.Join(tried, ", "), hypervisor.ErrNotFound)
 }
 
 // domainConfig builds the DomainConfig of a running domain from its info and
-// its xl configuration file.
+// its configuration: libxl's JSON record, or an xl configuration file.
 func domainConfig(info hypervisor.DomainInfo, raw []byte) hypervisor.DomainConfig {
 	return hypervisor.DomainConfig{
 		Name:     info.Name,
@@ -48,7 +49,16 @@ func domainConfig(info hypervisor.DomainInfo, raw []byte) hypervisor.DomainConfi
 		HVM:      info.HVM,
 		Backend:  configBackend,
 		Raw:      raw,
+		UUID:     info.UUID,
 	}
+}
+
+// isJSONConfig reports whether raw is libxl's JSON form of a configuration
+// (libxl_domain_config_to_json) rather than an xl configuration file, which
+// never starts with a brace.
+func isJSONConfig(raw []byte) bool {
+	t := bytes.TrimSpace(raw)
+	return len(t) > 0 && t[0] == '{'
 }
 
 // xlCreateArgs are the arguments of the `xl create` that makes a destination

@@ -175,6 +175,10 @@ type ReceiverConfig struct {
 	// Serve keeps the receiver running to accept migrations one after
 	// another instead of exiting after the first (false).
 	Serve bool `toml:"serve"`
+	// MetricsListen is the address on which `xenmig receive` and `xenmig
+	// plugin` serve Prometheus metrics at /metrics ("": none, the
+	// default).
+	MetricsListen string `toml:"metrics_listen"`
 }
 
 // SimConfig is the [sim] table: the simulated Xen hosts.
@@ -486,6 +490,11 @@ func (c Config) Validate() error {
 
 	if err := checkListen(c.Receiver.Listen); err != nil {
 		v.errorf("receiver.listen", "%v", err)
+	}
+	if c.Receiver.MetricsListen != "" {
+		if err := checkListen(c.Receiver.MetricsListen); err != nil {
+			v.errorf("receiver.metrics_listen", "%v (e.g. \"127.0.0.1:9102\", or \"\" for no metrics)", err)
+		}
 	}
 
 	v.nonNegative("sim.notify_latency", c.Sim.NotifyLatency)

@@ -61,6 +61,7 @@ func TestDefault(t *testing.T) {
 		{"tls.cert", c.TLS.Cert, ""},
 		{"tls.insecure_plaintext", c.TLS.InsecurePlaintext, false},
 		{"receiver.listen", c.Receiver.Listen, ":8002"},
+		{"receiver.metrics_listen", c.Receiver.MetricsListen, ""},
 		{"receiver.serve", c.Receiver.Serve, false},
 		{"sim.notify_latency", c.Sim.NotifyLatency.Duration(), 5 * time.Microsecond},
 		{"sim.guest.memory", c.Sim.Guest.Memory.Bytes(), uint64(1 << 30)},
@@ -109,7 +110,9 @@ func TestParseOverrides(t *testing.T) {
 		{"[tls]\ninsecure_plaintext = true\ncert = \"/nonexistent/cert.pem\"", func(c *Config) {
 			c.TLS = TLSConfig{Cert: "/nonexistent/cert.pem", InsecurePlaintext: true}
 		}},
-		{"[receiver]\nlisten = \"127.0.0.1:0\"\nserve = true", func(c *Config) { c.Receiver = ReceiverConfig{"127.0.0.1:0", true} }},
+		{"[receiver]\nlisten = \"127.0.0.1:0\"\nserve = true\nmetrics_listen = \"127.0.0.1:9102\"", func(c *Config) {
+			c.Receiver = ReceiverConfig{Listen: "127.0.0.1:0", Serve: true, MetricsListen: "127.0.0.1:9102"}
+		}},
 		{"[receiver]\nlisten = \"[::1]:8002\"", func(c *Config) { c.Receiver.Listen = "[::1]:8002" }},
 		{"[sim.guest]\nmemory = \"256M\"\nused = \"64m\"", func(c *Config) { c.Sim.Guest.Memory, c.Sim.Guest.Used = 256*MiB, 64*MiB }},
 		{"[sim.guest]\nmemory = \"2048MB\"\nused = \"4096kB\"", func(c *Config) { c.Sim.Guest.Memory, c.Sim.Guest.Used = 2048e6, 4096e3 }},
@@ -172,6 +175,7 @@ func TestValidateErrors(t *testing.T) {
 		{func(c *Config) { c.TLS = TLSConfig{Key: cert} }, `xenmig.toml: tls.cert: must be set when tls.key is`},
 		{func(c *Config) { c.Receiver.Listen = "8002" }, `xenmig.toml: receiver.listen: must be HOST:PORT or :PORT, got "8002"`},
 		{func(c *Config) { c.Receiver.Listen = ":http" }, `xenmig.toml: receiver.listen: port must be a number from 0 to 65535, got "http"`},
+		{func(c *Config) { c.Receiver.MetricsListen = "9102" }, `xenmig.toml: receiver.metrics_listen: must be HOST:PORT or :PORT, got "9102" (e.g. "127.0.0.1:9102", or "" for no metrics)`},
 		{func(c *Config) { c.Sim.NotifyLatency = -1 }, `xenmig.toml: sim.notify_latency: must not be negative, got -1ns`},
 		{func(c *Config) { c.Sim.Guest.Memory, c.Sim.Guest.Used = 0, 0 }, `xenmig.toml: sim.guest.memory: must be positive`},
 		{func(c *Config) { c.Sim.Guest.Memory = GiB + 1 }, `xenmig.toml: sim.guest.memory: must be a multiple of 4KiB (the page size), got 1073741825B`},

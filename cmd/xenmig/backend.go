@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/xenmig/xenmig/conf"
 	"github.com/xenmig/xenmig/hypervisor"
+	"github.com/xenmig/xenmig/internal/metrics"
 	"github.com/xenmig/xenmig/xenctrl"
 	"github.com/xenmig/xenmig/xenctrl/sim"
 	"github.com/xenmig/xenmig/xenmig"
@@ -63,8 +65,32 @@ func (a *app) destination(hostport string) string {
 
 // receiveOptions are the engine options of an incoming migration.
 func (a *app) receiveOptions() []xenmig.Option {
-	return []xenmig.Option{xenmig.WithLogger(a.log.WithField("side", "destination")),
+	opts := []xenmig.Option{xenmig.WithLogger(a.log.WithField("side", "destination")),
 		xenmig.WithReconnectTimeout(a.cfg.Migration.ReconnectTimeout.Duration())}
+	if a.metrics != nil {
+		opts = append(opts, xenmig.WithEvents(a.metrics.Observe))
+	}
+	return opts
+}
+
+// serveMetrics serves the receiver's Prometheus metrics on addr (flag), or
+// receiver.metrics_listen when addr is empty, until ctx is done, and
+// returns the address it listens on; "" when neither asks for metrics.
+func (a *app) serveMetrics(ctx context.Context, addr string) (string, error) {
+	if addr == "" {
+		addr = a.cfg.Receiver.MetricsListen
+	}
+	if addr == "" {
+		return "", nil
+	}
+	m := metrics.NewReceiver()
+	bound, err := m.Serve(ctx, addr)
+	if err != nil {
+		return "", withCode(exitFailure, fmt.Errorf("%w (--metrics-listen or receiver.metrics_listen)", err))
+	}
+	a.metrics = m
+	a.log.WithField("addr", "http://"+bound+"/metrics").Info("serving Prometheus metrics")
+	return bound, nil
 }
 
 // transport builds the connection settings: mutual TLS from [tls], or plain

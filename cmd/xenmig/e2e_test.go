@@ -43,16 +43,19 @@ func TestMain(m *testing.M) {
 
 // receiver is `xenmig receive` running as its own process.
 type receiver struct {
-	cmd    *exec.Cmd
-	addr   string
-	events chan receiveEvent
-	stderr *bytes.Buffer
+	cmd     *exec.Cmd
+	addr    string
+	metrics string // the metrics' address, when served
+	events  chan receiveEvent
+	stderr  *bytes.Buffer
 }
 
+// startReceive starts `xenmig receive` on a free loopback port, with the
+// extra receive flags, and waits for it to listen.
 func startReceive(t *testing.T, extra ...string) *receiver {
 	t.Helper()
-	args := append([]string{"--backend", "sim", "--insecure-plaintext", "--log-level", "info"}, extra...)
-	args = append(args, "receive", "--listen", "127.0.0.1:0", "--json")
+	args := []string{"--backend", "sim", "--insecure-plaintext", "--log-level", "info"}
+	args = append(append(args, "receive", "--listen", "127.0.0.1:0", "--json"), extra...)
 	r := &receiver{cmd: exec.Command(xenmigBin, args...), events: make(chan receiveEvent, 8), stderr: &bytes.Buffer{}}
 	r.cmd.Stderr = &lockedWriter{w: r.stderr}
 	out, err := r.cmd.StdoutPipe()
@@ -78,7 +81,7 @@ func startReceive(t *testing.T, extra ...string) *receiver {
 		if e.Event != "listening" {
 			t.Fatalf("receiver's first event = %+v, want listening", e)
 		}
-		r.addr = e.Addr
+		r.addr, r.metrics = e.Addr, e.Metrics
 	case <-time.After(10 * time.Second):
 		t.Fatal("receiver did not start listening")
 	}

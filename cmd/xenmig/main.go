@@ -17,6 +17,7 @@ import (
 
 	"github.com/xenmig/xenmig/conf"
 	"github.com/xenmig/xenmig/internal/logging"
+	"github.com/xenmig/xenmig/internal/metrics"
 )
 
 // Exit codes scripts can act on.
@@ -64,6 +65,7 @@ type app struct {
 	plaintext  bool
 	cfg        conf.Config
 	log        *logrus.Logger
+	metrics    *metrics.Receiver // the receiver's metrics, when served
 }
 
 func main() {

@@ -23,7 +23,8 @@ import (
 
 // newPluginCommand is `xenmig plugin`: the toolstack plugin server.
 func newPluginCommand(a *app) *cobra.Command {
-	return &cobra.Command{
+	var metricsListen string
+	cmd := &cobra.Command{
 		Use:   "plugin",
 		Short: "Serve a toolstack as its hashicorp/go-plugin plugin (gRPC)",
 		Long: `Run as the plugin of a toolstack that drives xenmig through hashicorp/go-plugin
@@ -34,7 +35,10 @@ global flags (--config, --backend, --insecure-plaintext, --log-level) apply as
 they do to every command. docs/PLUGIN.md describes the service.
 
 It ignores SIGINT, as go-plugin plugins do (the toolstack owns the terminal);
-SIGTERM cancels the calls in flight and ends it.`,
+SIGTERM cancels the calls in flight and ends it.
+
+With --metrics-listen (receiver.metrics_listen) it serves the receiving side's
+Prometheus metrics over HTTP at /metrics, as ` + "`xenmig receive`" + ` does.`,
 		Example: `  xenmig --config /etc/xenmig/xenmig.toml plugin   # as a toolstack's plugin client runs it`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -42,6 +46,9 @@ SIGTERM cancels the calls in flight and ends it.`,
 				return withCode(exitUsage, errors.New("`xenmig plugin` is started by a toolstack's plugin client (see docs/PLUGIN.md), not by hand"))
 			}
 			signal.Ignore(os.Interrupt)
+			if _, err := a.serveMetrics(cmd.Context(), metricsListen); err != nil {
+				return err
+			}
 			s := &pluginServer{a: a, stop: cmd.Context()}
 			defer s.close()
 			logger := hclog.New(&hclog.LoggerOptions{Name: "xenmig-plugin",
@@ -55,6 +62,8 @@ SIGTERM cancels the calls in flight and ends it.`,
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", `serve Prometheus metrics at http://ADDR/metrics (default: receiver.metrics_listen, none)`)
+	return cmd
 }
 
 // pluginServer is the plugin's Migrator: each call runs the engine on the

@@ -13,18 +13,19 @@ import (
 
 // receiveEvent is one line of `receive --json` output.
 type receiveEvent struct {
-	Event  string `json:"event"` // "listening", "received", "failed"
-	Addr   string `json:"addr,omitempty"`
-	Domain string `json:"domain,omitempty"`
-	DomID  uint32 `json:"domid,omitempty"`
-	Mode   string `json:"mode,omitempty"`
-	Pages  uint64 `json:"pages,omitempty"`
-	Digest string `json:"digest,omitempty"`
-	Error  string `json:"error,omitempty"`
+	Event   string `json:"event"` // "listening", "received", "failed"
+	Addr    string `json:"addr,omitempty"`
+	Metrics string `json:"metrics,omitempty"` // listening: the metrics' address, if served
+	Domain  string `json:"domain,omitempty"`
+	DomID   uint32 `json:"domid,omitempty"`
+	Mode    string `json:"mode,omitempty"`
+	Pages   uint64 `json:"pages,omitempty"`
+	Digest  string `json:"digest,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 func newReceiveCommand(a *app) *cobra.Command {
-	var listen string
+	var listen, metricsListen string
 	var serve, asJSON, discard bool
 	cmd := &cobra.Command{
 		Use:   "receive",
@@ -36,9 +37,15 @@ migration and exits; --serve accepts one after another.
 
 With --json, each event (listening, received, failed) is one JSON line on
 standard output; the first line carries the address, so a script can listen
-on port 0 and learn the port.`,
+on port 0 and learn the port (and, with --metrics-listen, the metrics' one).
+
+With --metrics-listen (receiver.metrics_listen) it serves Prometheus metrics
+over HTTP at /metrics: migrations by mode and outcome, bytes and pages
+received by phase, fault latency, downtime, reconnects, migrations in
+progress and paging ring occupancy (README.md lists them).`,
 		Example: `  xenmig receive --listen :8002
-  xenmig receive --listen 127.0.0.1:0 --json --serve`,
+  xenmig receive --listen 127.0.0.1:0 --json --serve
+  xenmig receive --serve --metrics-listen 127.0.0.1:9102`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if listen == "" {
@@ -56,6 +63,10 @@ on port 0 and learn the port.`,
 				return err
 			}
 			defer closeHV()
+			maddr, err := a.serveMetrics(cmd.Context(), metricsListen)
+			if err != nil {
+				return err
+			}
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return withCode(exitFailure, fmt.Errorf("listen on %s: %w", listen, err))
@@ -67,7 +78,7 @@ on port 0 and learn the port.`,
 					json.NewEncoder(os.Stdout).Encode(e)
 				}
 			}
-			emit(receiveEvent{Event: "listening", Addr: l.Addr().String()})
+			emit(receiveEvent{Event: "listening", Addr: l.Addr().String(), Metrics: maddr})
 			a.log.WithField("addr", l.Addr().String()).Info("waiting for migrations")
 			for {
 				inc, err := xenmig.Receive(cmd.Context(), hv, l, a.receiveOptions()...)
@@ -99,5 +110,6 @@ on port 0 and learn the port.`,
 	cmd.Flags().BoolVar(&serve, "serve", false, "accept migrations one after another (default: receiver.serve)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print events as JSON lines on standard output")
 	cmd.Flags().BoolVar(&discard, "discard", false, "destroy each domain once received (benchmarks)")
+	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", `serve Prometheus metrics at http://ADDR/metrics, e.g. "127.0.0.1:9102" (default: receiver.metrics_listen, none)`)
 	return cmd
 }

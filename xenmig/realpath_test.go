@@ -92,13 +92,15 @@ func TestSameHostMigration(t *testing.T) {
 func TestRefusedUpFront(t *testing.T) {
 	spec := guest("refused", sim.Idle, 2000)
 	for _, tc := range []struct {
-		name string
-		src  func(*countingHost)
-		dst  []sim.Option
-		want error
+		name     string
+		src      func(*countingHost)
+		dst      []sim.Option
+		want     error
+		connects bool // the sender gets as far as the destination
 	}{
-		{"HVM guest with a device model", func(h *countingHost) { h.deviceModel = true }, nil, hypervisor.ErrGuestUnsupported},
-		{"destination lacks a CPU feature", nil, []sim.Option{sim.WithCPUFeatures(1)}, hypervisor.ErrIncompatible},
+		{"HVM guest with a device model", func(h *countingHost) { h.deviceModel = true }, nil, hypervisor.ErrGuestUnsupported, false},
+		{"destination lacks a CPU feature", nil, []sim.Option{sim.WithCPUFeatures(1)}, hypervisor.ErrIncompatible, true},
+		{"post-copy to a hypervisor without mem_paging", nil, []sim.Option{sim.WithoutPaging()}, hypervisor.ErrPagingUnsupported, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := &countingHost{Host: sim.NewHost()}
@@ -116,6 +118,12 @@ func TestRefusedUpFront(t *testing.T) {
 			}
 			if n := src.suspends.Load(); n != 0 {
 				t.Errorf("the source was asked to suspend %d times, want 0", n)
+			}
+			if tc.connects {
+				dst.wait(t)
+			}
+			if doms, _ := dstHost.Domains(); len(doms) != 0 {
+				t.Errorf("the destination kept %d domains, want none", len(doms))
 			}
 			src.deviceModel = false
 			runsOnSource(t, src.Host, dom, spec)

@@ -29,6 +29,7 @@ type Host struct {
 	store         *store
 	instance      uint64 // tells this host's ring pages from another's
 	cpuFeatures   uint64 // the CPU features this host offers guests
+	noPaging      bool   // built without mem_paging: EnablePaging fails
 
 	mu     sync.Mutex
 	doms   map[hypervisor.DomID]*domain

@@ -44,3 +44,9 @@ const AllCPUFeatures = ^uint64(0)
 func WithCPUFeatures(mask uint64) Option {
 	return func(h *Host) { h.cpuFeatures = mask }
 }
+
+// WithoutPaging makes a host whose hypervisor lacks mem_paging, as Debian's
+// stock Xen does: EnablePaging fails with hypervisor.ErrPagingUnsupported.
+func WithoutPaging() Option {
+	return func(h *Host) { h.noPaging = true }
+}

@@ -85,6 +85,10 @@ func (h *Host) EnablePaging(id hypervisor.DomID) (hypervisor.Pager, error) {
 		return nil, fmt.Errorf("enable paging: %w", err)
 	}
 	defer d.release()
+	if h.noPaging {
+		return nil, fmt.Errorf("enable paging on domain %d: this simulated Xen was built without CONFIG_MEM_PAGING "+
+			"(as Debian's stock hypervisor is); migrate with --mode precopy: %w", id, hypervisor.ErrPagingUnsupported)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.pager != nil {

@@ -173,10 +173,13 @@ func (in *installer) fault(reqs []hypervisor.Request) ([]hypervisor.GFN, error) 
 		}
 	}
 	for _, g := range dropped {
-		in.takeStaged(g)
+		// Settled before its staged copy goes: an owed gfn is always
+		// installed, staged or asked for, or the check at push-done
+		// (unsent) would find it in none of them and abort.
 		if err := in.settle(g, true); err != nil {
 			return nil, err
 		}
+		in.takeStaged(g)
 	}
 	// Staged pages are served here, without the network.
 	remote := ask[:0]

@@ -2,6 +2,7 @@ package xenmig
 
 import (
 	"testing"
+	"time"
 
 	"github.com/xenmig/xenmig/hypervisor"
 	"github.com/xenmig/xenmig/xenmig/internal/wire"
@@ -83,5 +84,47 @@ func TestInstallerGivenBack(t *testing.T) {
 	}
 	if n := in.dropped.Count(); n != 2 {
 		t.Errorf("given back = %d, want 2", n)
+	}
+}
+
+// TestInstallerDropStagedIsNeverUnsent: a staged gfn the guest gives back
+// after the switchover is settled before its staged copy is removed, so the
+// check at push-done never sees it in none of the sets (issue 13, bug 1:
+// "owed gfns never sent" in hybrid with a ballooning guest). The test holds
+// the staging lock, so the fault path stops at the staged copy: before the
+// fix the gfn was then neither installed nor requested, and its staged copy
+// was about to go.
+func TestInstallerDropStagedIsNeverUnsent(t *testing.T) {
+	const g = hypervisor.GFN(5)
+	owed := hypervisor.NewBitmap(8)
+	owed.Set(g)
+	in := newInstaller(&loadPager{}, owed)
+	if err := in.stage(wire.Pages{GFNs: []hypervisor.GFN{g}, Zero: []bool{true}}); err != nil {
+		t.Fatalf("stage(%#x) = %v", uint64(g), err)
+	}
+	in.stagedMu.Lock() // the fault path blocks when it touches the staged copy
+	done := make(chan error, 1)
+	go func() {
+		_, err := in.fault([]hypervisor.Request{{GFN: g, PagingFlags: hypervisor.PagingDropPage}})
+		done <- err
+	}()
+	settled := false
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && !settled; time.Sleep(time.Millisecond) {
+		in.mu.Lock()
+		settled = in.installed.Test(g)
+		in.mu.Unlock()
+	}
+	in.stagedMu.Unlock()
+	if err := <-done; err != nil {
+		t.Fatalf("fault(drop %#x) = %v", uint64(g), err)
+	}
+	if !settled {
+		t.Errorf("gfn %#x not settled before its staged copy was taken: push-done would find it unsent", uint64(g))
+	}
+	if n, first := in.unsent(); n != 0 {
+		t.Errorf("unsent() = %d, %#x after the drop, want 0", n, uint64(first))
+	}
+	if !in.complete() {
+		t.Errorf("complete() = false after the only owed gfn was given back")
 	}
 }

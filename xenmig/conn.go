@@ -46,12 +46,15 @@ type sendQueue struct {
 	since time.Time
 	bytes int
 	size  int
+	floor int     // never below what the path's segments need (sendFloor)
 	peak  float64 // best rate measured, bytes per second
 }
 
 func newSendQueue(tcp *net.TCPConn) *sendQueue {
-	q := &sendQueue{tcp: tcp, since: time.Now(), size: 64 << 10}
+	q := &sendQueue{tcp: tcp, since: time.Now(), size: 64 << 10, floor: minSendBuffer}
 	if tcp != nil {
+		q.floor = sendFloor(tcp)
+		q.size = max(q.size, q.floor)
 		tcp.SetWriteBuffer(q.size)
 	}
 	return q
@@ -72,7 +75,7 @@ func (q *sendQueue) sent(n int) {
 	// itself into a spiral.
 	q.peak = max(q.peak, float64(q.bytes)/el.Seconds())
 	want := int(q.peak * queueBudget.Seconds())
-	want = min(max(want, minSendBuffer), maxSendBuffer)
+	want = min(max(want, q.floor), maxSendBuffer)
 	if want > q.size*5/4 || want < q.size*3/4 {
 		q.tcp.SetWriteBuffer(want)
 		q.size = want

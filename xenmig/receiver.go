@@ -480,7 +480,7 @@ func (r *receiver) switchover(ctx context.Context, mode Mode, prepMS float64) (*
 		if err := r.serve(ctx); err != nil {
 			return nil, r.lost(err)
 		}
-		if err := r.pager.Close(); err != nil {
+		if err := r.closePager(ctx); err != nil {
 			return nil, r.lost(fmt.Errorf("detach pager: %w", err))
 		}
 		r.l.remember(r.session, wire.SessionComplete)
@@ -514,6 +514,31 @@ func (r *receiver) switchover(ctx context.Context, mode Mode, prepMS float64) (*
 	return inc, nil
 }
 
+// closePager detaches the pager once every gfn is installed. A vCPU may
+// have faulted on a gfn just before its page was installed, its request
+// still in the ring when the fault server stopped: such requests are
+// answered (the page is there) until the pager can detach.
+func (r *receiver) closePager(ctx context.Context) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := r.pager.Close()
+		if err == nil || !errors.Is(err, hypervisor.ErrBusy) || time.Now().After(deadline) {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		reqs, rerr := r.pager.Requests(rctx)
+		cancel()
+		if rerr != nil && ctx.Err() != nil {
+			return err
+		}
+		if len(reqs) > 0 {
+			if _, ferr := r.in.fault(reqs); ferr != nil {
+				return ferr
+			}
+		}
+	}
+}
+
 // lost handles a failure after the switchover: the guest may be waiting on
 // pages only the source has, so it is paused here rather than left hanging.
 func (r *receiver) lost(err error) error {
@@ -534,8 +559,10 @@ func (r *receiver) lost(err error) error {
 // break, it pauses the domain, waits for the source to reopen the session,
 // tells it which gfns are still missing, and goes on.
 func (r *receiver) serve(ctx context.Context) error {
+	kick, done := r.l.serving(r.session)
+	defer done()
 	for {
-		err := r.serveRound(ctx)
+		err := r.serveRound(ctx, kick)
 		if err == nil {
 			return nil
 		}
@@ -550,18 +577,25 @@ func (r *receiver) serve(ctx context.Context) error {
 	}
 }
 
+// errSourceReopened: the source reopened the session while this side
+// still held the old connections.
+var errSourceReopened = errors.New("the source reopened the session: its side of the connections broke")
+
 // serveRound serves faults and installs pages over the current connections
 // until every gfn is installed or a connection breaks.
-func (r *receiver) serveRound(ctx context.Context) error {
+func (r *receiver) serveRound(ctx context.Context, kick <-chan struct{}) error {
 	g, gctx := errgroup.WithContext(ctx)
 	stop := make(chan struct{})
 	g.Go(func() error { return r.serveFaults(gctx, stop) })
 	g.Go(func() error { return r.readPages(gctx, r.urgent, "urgent", stop) })
 	g.Go(func() error { return r.readPages(gctx, r.main, "main", stop) }) // ends at push-done
 	g.Go(func() error { return r.in.drainStaged(gctx, stop) })
+	kicked := false
 	select {
 	case <-r.in.done:
 	case <-gctx.Done():
+	case <-kick:
+		kicked = true
 	}
 	close(stop)
 	r.urgent.Close() // unblocks the urgent reader; the source closes its side too
@@ -571,6 +605,9 @@ func (r *receiver) serveRound(ctx context.Context) error {
 	r.main.Close() // broken: unblock the main reader too
 	if err := g.Wait(); err != nil {
 		return err
+	}
+	if kicked {
+		return errSourceReopened
 	}
 	return ctx.Err()
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/xenmig/xenmig/hypervisor"
@@ -24,6 +25,9 @@ var (
 	ErrVersion = errors.New("protocol version mismatch")
 	// ErrNotXenmig: the peer is not a xenmig receiver.
 	ErrNotXenmig = errors.New("peer is not a xenmig receiver")
+	// ErrAuth: mutual TLS authentication failed; the message says which
+	// side's certificate was refused.
+	ErrAuth = errors.New("mutual TLS authentication failed")
 	// ErrAborted: the peer aborted the migration; the message says why.
 	ErrAborted = errors.New("migration aborted by peer")
 )
@@ -46,8 +50,13 @@ type conn struct {
 	w   *wire.Writer
 }
 
-func newConn(c net.Conn, tcp *net.TCPConn) *conn {
-	return &conn{Conn: c, tcp: tcp, r: wire.NewReader(c), w: wire.NewWriter(c)}
+// newConn wraps a connection that has said its Hello with the transport's
+// progress watchdog and the record reader and writer.
+func newConn(c net.Conn, tcp *net.TCPConn, t Transport) *conn {
+	sc := newStallConn(c, t.stallTimeout())
+	cn := &conn{Conn: sc, tcp: tcp, r: wire.NewReader(sc), w: wire.NewWriter(sc)}
+	cn.r.OnRecord(sc.midRecord)
+	return cn
 }
 
 // expect reads the next record and requires it to be of type t. An Abort
@@ -103,6 +112,11 @@ type Transport struct {
 	TLS *tls.Config
 	// DialTimeout bounds connection set-up and the handshake.
 	DialTimeout time.Duration
+	// StallTimeout is how long a connection may make no progress in the
+	// middle of a record (a write that moves nothing, a record whose
+	// rest does not come) before it counts as broken (ErrStalled).
+	// Default 15 s.
+	StallTimeout time.Duration
 }
 
 func (t Transport) dialTimeout() time.Duration {
@@ -110,6 +124,13 @@ func (t Transport) dialTimeout() time.Duration {
 		return t.DialTimeout
 	}
 	return 10 * time.Second
+}
+
+func (t Transport) stallTimeout() time.Duration {
+	if t.StallTimeout > 0 {
+		return t.StallTimeout
+	}
+	return 15 * time.Second
 }
 
 // sessionID names a migration's pair of connections, across reconnections.
@@ -156,25 +177,36 @@ func (t Transport) dialRole(ctx context.Context, addr string, role wire.Role, id
 		tc := tls.Client(nc, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
-			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+			if why := dialDiagnosis(err, true); why != "" {
+				return nil, fmt.Errorf("%w: TLS handshake with %s: %s: %w", ErrAuth, addr, why, err)
+			}
+			return nil, fmt.Errorf("%w: TLS handshake with %s: %w", ErrAuth, addr, err)
 		}
 		nc = tc
 	}
-	c := newConn(nc, tcp)
+	c := newConn(nc, tcp, t)
 	deadline, _ := ctx.Deadline()
 	c.SetDeadline(deadline)
+	c.r.Allow(wire.TypeHelloAck)
 	if err := c.w.Write(wire.TypeHello, wire.Hello{Version: wire.Version, Role: role, Session: id, Resume: resume}.Marshal()); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("hello to %s: %w", addr, err)
 	}
 	typ, body, err := c.r.Read()
-	if err != nil || typ != wire.TypeHelloAck {
+	if err != nil {
 		c.Close()
-		if err == nil {
-			err = fmt.Errorf("answered with record %v", typ)
+		// In TLS 1.3 the receiver checks our certificate after our
+		// handshake has completed: its refusal comes here, as an alert.
+		if why := dialDiagnosis(err, t.TLS != nil); why != "" {
+			sentinel := ErrNotXenmig
+			if t.TLS != nil {
+				sentinel = ErrAuth
+			}
+			return nil, fmt.Errorf("%w: %s (%v channel): %s: %v", sentinel, addr, role, why, err)
 		}
 		return nil, fmt.Errorf("%w: %s: %v", ErrNotXenmig, addr, err)
 	}
+	c.r.Allow()
 	var ack wire.Ack
 	if err := wire.UnmarshalJSON(typ, body, &ack); err != nil {
 		c.Close()
@@ -205,6 +237,38 @@ const deadPeer = 10 * time.Second
 // start; the main channel's send buffer then follows the link (sendQueue).
 const socketBuffer = 256 << 10
 
+// maxSegment is the largest TCP segment the kernel may build or receive
+// on a connection: with segmentation offload (GSO/GRO), 64 KiB whatever the
+// MSS, and on loopback the MSS itself is about that.
+const maxSegment = 64 << 10
+
+// segmentTruesize is the kernel's accounting of a full segment in a socket
+// buffer: its data plus the sk_buff and page overhead, up to twice the
+// data on loopback.
+const segmentTruesize = 2 * maxSegment
+
+// receiveFloor is the smallest receive buffer (as set with SO_RCVBUF; the
+// kernel doubles it) under which a connection might meet a segment the
+// kernel can never accept: a segment whose true size exceeds the buffer is
+// dropped and retransmitted forever while ACKs keep the connection alive.
+// Four segments leave room for one being read while more arrive.
+const receiveFloor = 4 * segmentTruesize / 2
+
+// sendFloor is the smallest send buffer for a connection: two segments of
+// its path's MSS (a send buffer under one segment cannot build one), and
+// never under minSendBuffer.
+func sendFloor(tc *net.TCPConn) int {
+	floor := minSendBuffer
+	if raw, err := tc.SyscallConn(); err == nil {
+		raw.Control(func(fd uintptr) {
+			if mss, err := unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG); err == nil && mss > 0 {
+				floor = max(floor, 2*min(mss, maxSegment))
+			}
+		})
+	}
+	return floor
+}
+
 // tuneSocket disables Nagle (requests are small and urgent), sets the
 // buffers, and returns the TCP socket.
 func tuneSocket(nc net.Conn) *net.TCPConn {
@@ -213,8 +277,8 @@ func tuneSocket(nc net.Conn) *net.TCPConn {
 		return nil
 	}
 	tc.SetNoDelay(true)
-	tc.SetWriteBuffer(socketBuffer)
-	tc.SetReadBuffer(socketBuffer)
+	tc.SetWriteBuffer(max(socketBuffer, sendFloor(tc)))
+	tc.SetReadBuffer(max(socketBuffer, receiveFloor))
 	// A peer that vanishes without a word (a crash, a cut cable) must end
 	// the connection in seconds, not in TCP's minutes: silence is found by
 	// keepalives, unacknowledged data by TCP_USER_TIMEOUT.
@@ -230,18 +294,34 @@ func tuneSocket(nc net.Conn) *net.TCPConn {
 // Listener accepts migrations: it pairs each session's main and urgent
 // connections, and hands the connections of a resumed session to the
 // receiver waiting for them.
+//
+// A connection costs little until it has said who it is: its handshake runs
+// in its own goroutine (a silent peer never holds up the accept loop), at
+// most maxHandshakes at a time, reads nothing but a Hello of its exact size,
+// and gets its record buffers only once its session's two connections are
+// paired. Refused connections are logged with the reason, at most a few a
+// second.
 type Listener struct {
 	ln        net.Listener
 	transport Transport
+	log       *logrus.Entry
+	slots     chan struct{} // one per handshake in progress
+	refusals  *refusalLog
+	closed    chan struct{}
 
 	mu       sync.Mutex
-	urgents  map[sessionID]chan *conn   // urgent connections awaited by a main
-	resumers map[sessionID]chan pairing // receivers waiting for a session to resume
-	ended    map[sessionID]string       // how recent sessions ended: wire.Session*
-	endOrder []sessionID                // ended's keys, oldest first
-	mains    chan pairing               // new sessions
-	err      error                      // why accepting stopped; set before mains is closed
+	urgents  map[sessionID]chan urgentConn // urgent connections awaited by a main
+	resumers map[sessionID]chan pairing    // receivers waiting for a session to resume
+	live     map[sessionID]chan struct{}   // receivers serving a post-copy: told when the sender reopens
+	ended    map[sessionID]string          // how recent sessions ended: wire.Session*
+	endOrder []sessionID                   // ended's keys, oldest first
+	mains    chan pairing                  // new sessions
+	err      error                         // why accepting stopped; set before mains is closed
 }
+
+// maxHandshakes bounds the connections a Listener holds before their
+// session is paired: beyond it, new connections are closed at once.
+const maxHandshakes = 64
 
 // endedSessions is how many ended sessions a Listener remembers, to answer
 // a sender that lost its connections at the switchover.
@@ -261,17 +341,26 @@ func (l *Listener) remember(id sessionID, how string) {
 	}
 }
 
-// pairing is a session's main connection waiting for its urgent one.
+// pairing is a session's two connections.
 type pairing struct {
-	main   *conn
-	urgent chan *conn
-	id     sessionID
+	main, urgent *conn
+	id           sessionID
 }
 
-// Listen starts accepting migrations on ln.
-func Listen(ln net.Listener, t Transport) *Listener {
-	l := &Listener{ln: ln, transport: t, urgents: map[sessionID]chan *conn{},
-		resumers: map[sessionID]chan pairing{}, ended: map[sessionID]string{}, mains: make(chan pairing)}
+// urgentConn is an urgent connection that has said its Hello.
+type urgentConn struct {
+	nc  net.Conn
+	tcp *net.TCPConn
+}
+
+// Listen starts accepting migrations on ln. Options: WithLogger (refused
+// connections are logged there).
+func Listen(ln net.Listener, t Transport, opts ...Option) *Listener {
+	o := buildOptions(opts)
+	l := &Listener{ln: ln, transport: t, log: o.log, slots: make(chan struct{}, maxHandshakes),
+		refusals: newRefusalLog(o.log), closed: make(chan struct{}),
+		urgents: map[sessionID]chan urgentConn{}, resumers: map[sessionID]chan pairing{},
+		live: map[sessionID]chan struct{}{}, ended: map[sessionID]string{}, mains: make(chan pairing)}
 	go l.acceptLoop()
 	return l
 }
@@ -283,6 +372,7 @@ func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 func (l *Listener) Close() error { return l.ln.Close() }
 
 func (l *Listener) acceptLoop() {
+	defer close(l.closed)
 	for {
 		nc, err := l.ln.Accept()
 		if err != nil {
@@ -290,79 +380,119 @@ func (l *Listener) acceptLoop() {
 			close(l.mains)
 			return
 		}
-		go l.handshake(nc)
+		select {
+		case l.slots <- struct{}{}:
+			go func() {
+				defer func() { <-l.slots }()
+				l.handshake(nc)
+			}()
+		default:
+			l.refusals.refused(nc.RemoteAddr(), fmt.Sprintf("more than %d connections in their handshake", maxHandshakes))
+			nc.Close()
+		}
 	}
 }
 
-// refuse answers a Hello with a refusal and closes c; ended says how the
-// session ended, if it did.
-func refuse(c *conn, msg, ended string) {
-	c.w.Write(wire.TypeHelloAck, wire.MarshalJSON(wire.Ack{Version: wire.Version, Message: msg, Ended: ended}))
-	c.Close()
+// writeAck answers a Hello without a record buffer: the connection has
+// nothing else in flight.
+func writeAck(nc net.Conn, ack wire.Ack) error {
+	_, err := nc.Write(wire.AppendRecord(nil, wire.TypeHelloAck, wire.MarshalJSON(ack)))
+	return err
 }
 
-// handshake answers one connection's Hello and files it by role.
+// refuse answers a Hello with a refusal, logs it, and closes nc; ended says
+// how the session ended, if it did.
+func (l *Listener) refuse(nc net.Conn, msg, ended string) {
+	l.refusals.refused(nc.RemoteAddr(), msg)
+	writeAck(nc, wire.Ack{Version: wire.Version, Message: msg, Ended: ended})
+	nc.Close()
+}
+
+// handshake answers one connection's Hello and files it by role. Everything
+// it waits for is bounded by the transport's dial timeout.
 func (l *Listener) handshake(nc net.Conn) {
-	nc.SetDeadline(time.Now().Add(l.transport.dialTimeout()))
+	deadline := time.Now().Add(l.transport.dialTimeout())
+	nc.SetDeadline(deadline)
 	tcp := tuneSocket(nc)
 	if l.transport.TLS != nil {
 		tc := tls.Server(nc, l.transport.TLS)
 		if err := tc.Handshake(); err != nil {
+			l.refusals.refused(nc.RemoteAddr(), tlsRefusal(err))
 			nc.Close()
 			return
 		}
 		nc = tc
 	}
-	c := newConn(nc, tcp)
-	body, err := c.expect(wire.TypeHello)
+	h, err := wire.ReadHello(nc)
 	if err != nil {
-		c.Close()
-		return
-	}
-	h, err := wire.UnmarshalHello(body)
-	if err != nil {
-		c.Close()
+		why := fmt.Sprintf("no xenmig hello: %v", err)
+		if errors.Is(err, wire.ErrTLSHandshake) {
+			why = "the sender speaks TLS, this receiver plaintext (tls.insecure_plaintext is set here only)"
+		}
+		l.refusals.refused(nc.RemoteAddr(), why)
+		nc.Close()
 		return
 	}
 	if h.Version != wire.Version {
-		refuse(c, fmt.Sprintf("receiver speaks protocol version %d, sender %d: upgrade the older side", wire.Version, h.Version), "")
+		l.refuse(nc, fmt.Sprintf("receiver speaks protocol version %d, sender %d: upgrade the older side", wire.Version, h.Version), "")
 		return
 	}
-	c.SetDeadline(time.Time{})
 	id := sessionID(h.Session)
 	switch h.Role {
 	case wire.RoleMain:
 		l.mu.Lock()
 		deliver, waiting := l.resumers[id]
 		ended := l.ended[id]
-		if h.Resume && !waiting {
+		_, dup := l.urgents[id]
+		if h.Resume && !waiting || dup {
+			if kick, ok := l.live[id]; ok && h.Resume && !dup {
+				// The sender found the connections broken before we
+				// did (a stall shows on its side first): drop them and
+				// wait for its next try.
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
+			}
 			l.mu.Unlock()
-			switch ended {
-			case wire.SessionNotSwitched:
-				refuse(c, "the migration ended here before the switchover; no copy of the domain was kept", wire.SessionNotSwitched)
-			case wire.SessionComplete:
-				refuse(c, "the migration completed here; the domain runs here", wire.SessionComplete)
+			switch {
+			case dup:
+				l.refuse(nc, "a main channel for this session is already open", "")
+			case ended == wire.SessionNotSwitched:
+				l.refuse(nc, "the migration ended here before the switchover; no copy of the domain was kept", wire.SessionNotSwitched)
+			case ended == wire.SessionComplete:
+				l.refuse(nc, "the migration completed here; the domain runs here", wire.SessionComplete)
 			default:
-				refuse(c, "no broken migration to resume in this session (yet)", "")
+				l.refuse(nc, "no broken migration to resume in this session (yet)", "")
 			}
 			return
 		}
-		ch := make(chan *conn, 1)
+		ch := make(chan urgentConn, 1)
 		l.urgents[id] = ch
 		l.mu.Unlock()
-		if err := c.w.Write(wire.TypeHelloAck, wire.MarshalJSON(wire.Ack{OK: true, Version: wire.Version})); err != nil {
-			c.Close()
+		u, err := l.awaitUrgent(nc, id, ch, deadline)
+		if err != nil {
+			l.refusals.refused(nc.RemoteAddr(), err.Error())
+			nc.Close()
 			return
 		}
-		p := pairing{main: c, urgent: ch, id: id}
+		nc.SetDeadline(time.Time{})
+		u.nc.SetDeadline(time.Time{})
+		p := pairing{main: newConn(nc, tcp, l.transport), urgent: newConn(u.nc, u.tcp, l.transport), id: id}
 		if !h.Resume {
-			l.mains <- p
+			select {
+			case l.mains <- p:
+			case <-l.closed:
+				p.main.Close()
+				p.urgent.Close()
+			}
 			return
 		}
 		select {
 		case deliver <- p:
 		default:
-			c.Close() // the receiver already has a resumed pair
+			p.main.Close() // the receiver already has a resumed pair
+			p.urgent.Close()
 		}
 	case wire.RoleUrgent:
 		l.mu.Lock()
@@ -370,37 +500,75 @@ func (l *Listener) handshake(nc net.Conn) {
 		delete(l.urgents, id)
 		l.mu.Unlock()
 		if !ok {
-			refuse(c, "urgent channel for an unknown session", "")
+			l.refuse(nc, "urgent channel for an unknown session", "")
 			return
 		}
-		if err := c.w.Write(wire.TypeHelloAck, wire.MarshalJSON(wire.Ack{OK: true, Version: wire.Version})); err != nil {
-			c.Close()
+		if err := writeAck(nc, wire.Ack{OK: true, Version: wire.Version}); err != nil {
+			nc.Close()
 			return
 		}
-		ch <- c
+		ch <- urgentConn{nc, tcp}
 	default:
-		c.Close()
+		l.refuse(nc, fmt.Sprintf("unknown channel role %v", h.Role), "")
+	}
+}
+
+// awaitUrgent accepts a main channel's Hello and waits, until deadline, for
+// the urgent channel of the same session.
+func (l *Listener) awaitUrgent(nc net.Conn, id sessionID, ch chan urgentConn, deadline time.Time) (urgentConn, error) {
+	fail := func(err error) (urgentConn, error) {
+		l.mu.Lock()
+		if l.urgents[id] == ch {
+			delete(l.urgents, id)
+		}
+		l.mu.Unlock()
+		select {
+		case u := <-ch: // it came after all: close it too
+			u.nc.Close()
+		default:
+		}
+		return urgentConn{}, err
+	}
+	if err := writeAck(nc, wire.Ack{OK: true, Version: wire.Version}); err != nil {
+		return fail(fmt.Errorf("acknowledge the main channel: %w", err))
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case u := <-ch:
+		return u, nil
+	case <-t.C:
+		return fail(errors.New("the sender never opened its urgent channel"))
+	case <-l.closed:
+		return fail(errors.New("the listener closed"))
 	}
 }
 
 // accept returns the next new session's two connections.
 func (l *Listener) accept(ctx context.Context) (main, urgent *conn, id sessionID, err error) {
-	for {
-		var p pairing
-		var ok bool
-		select {
-		case <-ctx.Done():
-			return nil, nil, id, ctx.Err()
-		case p, ok = <-l.mains:
-			if !ok {
-				return nil, nil, id, fmt.Errorf("accept: %w", l.err)
-			}
+	select {
+	case <-ctx.Done():
+		return nil, nil, id, ctx.Err()
+	case p, ok := <-l.mains:
+		if !ok {
+			return nil, nil, id, fmt.Errorf("accept: %w", l.err)
 		}
-		if u, err := l.pair(ctx, p); err == nil {
-			return p.main, u, p.id, nil
-		} else if ctx.Err() != nil {
-			return nil, nil, id, err
-		}
+		return p.main, p.urgent, p.id, nil
+	}
+}
+
+// serving registers a receiver serving session id's post-copy: kick fires
+// when the sender reopens the session while the receiver still holds its
+// old connections. done unregisters it.
+func (l *Listener) serving(id sessionID) (kick <-chan struct{}, done func()) {
+	ch := make(chan struct{}, 1)
+	l.mu.Lock()
+	l.live[id] = ch
+	l.mu.Unlock()
+	return ch, func() {
+		l.mu.Lock()
+		delete(l.live, id)
+		l.mu.Unlock()
 	}
 }
 
@@ -415,34 +583,10 @@ func (l *Listener) awaitResume(ctx context.Context, id sessionID) (main, urgent 
 		delete(l.resumers, id)
 		l.mu.Unlock()
 	}()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, nil, fmt.Errorf("waiting for the source to reconnect: %w", ctx.Err())
-		case p := <-ch:
-			if u, err := l.pair(ctx, p); err == nil {
-				return p.main, u, nil
-			}
-		}
-	}
-}
-
-// pair waits for p's urgent connection; a sender that never opens it has
-// its main connection closed.
-func (l *Listener) pair(ctx context.Context, p pairing) (*conn, error) {
-	fail := func(err error) (*conn, error) {
-		l.mu.Lock()
-		delete(l.urgents, p.id)
-		l.mu.Unlock()
-		p.main.Close()
-		return nil, err
-	}
 	select {
-	case u := <-p.urgent:
-		return u, nil
-	case <-time.After(l.transport.dialTimeout()):
-		return fail(errors.New("the sender never opened its urgent channel"))
 	case <-ctx.Done():
-		return fail(ctx.Err())
+		return nil, nil, fmt.Errorf("waiting for the source to reconnect: %w", ctx.Err())
+	case p := <-ch:
+		return p.main, p.urgent, nil
 	}
 }

@@ -257,7 +257,7 @@ func (s *pluginServer) listen(req plugin.ReceiveRequest) (hypervisor.Hypervisor,
 	if err != nil {
 		return nil, nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	l := xenmig.Listen(ln, t)
+	l := xenmig.Listen(ln, t, s.a.receiveOptions()...)
 	s.a.log.WithField("addr", l.Addr().String()).Info("waiting for migrations")
 	emit(req, plugin.ReceiveEvent{Kind: plugin.Listening, Addr: l.Addr().String()})
 	return hv, l, nil

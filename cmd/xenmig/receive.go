@@ -71,7 +71,7 @@ progress and paging ring occupancy (README.md lists them).`,
 			if err != nil {
 				return withCode(exitFailure, fmt.Errorf("listen on %s: %w", listen, err))
 			}
-			l := xenmig.Listen(ln, t)
+			l := xenmig.Listen(ln, t, a.receiveOptions()...)
 			defer l.Close()
 			emit := func(e receiveEvent) {
 				if asJSON {

@@ -4,7 +4,9 @@
 //
 // Every record is a 12-byte header — type (u32), body length (u32), CRC32C of
 // the body (u32), all little-endian — followed by the body. A reader checks
-// the length against MaxBody and the CRC before it hands a body out.
+// the length against its type's bound (MaxBodyOf) before it reads the body,
+// reads the body as it arrives rather than allocating the declared length
+// at once, and checks the CRC before it hands a body out.
 package wire
 
 import (
@@ -14,6 +16,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 )
 
 // Version is the protocol version this build speaks. Both ends must agree.
@@ -25,8 +28,12 @@ const Magic = "XENMIG\x00\x01"
 // HeaderSize is the size of a record header.
 const HeaderSize = 12
 
-// MaxBody bounds a record body; larger lengths are treated as corruption.
+// MaxBody bounds any record body; larger lengths are treated as corruption.
+// Most types have a far smaller bound (MaxBodyOf).
 const MaxBody = 64 << 20
+
+// smallBody bounds the JSON records and any type this build does not know.
+const smallBody = 64 << 10
 
 // Type identifies a record.
 type Type uint32
@@ -63,6 +70,25 @@ var typeNames = map[Type]string{
 	TypeGuestFinal: "guest-final", TypeResume: "resume", TypeLayout: "layout",
 }
 
+// bodyBounds is the largest body of each record type; a type not listed
+// has smallBody.
+var bodyBounds = map[Type]uint32{
+	TypeHello: uint32(helloSize), TypeHelloAck: smallBody, TypeConfig: MaxBody,
+	TypePrepared: 0, TypePages: MaxBody, TypeOwed: MaxBody, TypeCPU: 16 << 20,
+	TypeReady: 0, TypeGo: 0, TypeResumed: 0, TypeRequest: MaxBody, TypePushDone: 0,
+	TypeComplete: 0, TypeAbort: smallBody, TypeStats: 1 << 20, TypeFinished: 0,
+	TypeGuestFinal: smallBody, TypeResume: MaxBody, TypeLayout: MaxBody,
+}
+
+// MaxBodyOf returns the largest body a record of type t may have: its
+// length is checked against this before any of the body is read.
+func MaxBodyOf(t Type) uint32 {
+	if n, ok := bodyBounds[t]; ok {
+		return n
+	}
+	return smallBody
+}
+
 func (t Type) String() string {
 	if s, ok := typeNames[t]; ok {
 		return s
@@ -75,6 +101,9 @@ var (
 	ErrChecksum  = errors.New("record checksum mismatch")
 	ErrTooLarge  = errors.New("record too large")
 	ErrMalformed = errors.New("malformed record")
+	// ErrTLSHandshake: a plaintext reader met the start of a TLS handshake:
+	// the peer speaks TLS.
+	ErrTLSHandshake = errors.New("the peer opened a TLS handshake, not a plaintext xenmig hello")
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -109,8 +138,8 @@ func (w *Writer) Buffer(t Type, parts ...[]byte) error {
 		n += len(p)
 		crc = crc32.Update(crc, castagnoli, p)
 	}
-	if n > MaxBody {
-		return fmt.Errorf("write %v record of %d bytes: %w", t, n, ErrTooLarge)
+	if n > int(MaxBodyOf(t)) {
+		return fmt.Errorf("write %v record of %d bytes (at most %d): %w", t, n, MaxBodyOf(t), ErrTooLarge)
 	}
 	binary.LittleEndian.PutUint32(w.hdr[0:], uint32(t))
 	binary.LittleEndian.PutUint32(w.hdr[4:], uint32(n))
@@ -136,16 +165,42 @@ func (w *Writer) Flush() error {
 
 // Reader reads records. It is not safe for concurrent use.
 type Reader struct {
-	r   *bufio.Reader
-	buf []byte
+	r     *bufio.Reader
+	buf   []byte
+	allow []Type // if set, the only types accepted
+	mid   func(inside bool)
 }
 
+// OnRecord makes r call f(true) once the first byte of a record has arrived
+// and the rest is still to come from the connection, and f(false) when the
+// record has been read: a progress watchdog bounds the wait for the rest.
+func (r *Reader) OnRecord(f func(inside bool)) { r.mid = f }
+
+// readerBuffer is a Reader's read-ahead buffer.
+const readerBuffer = 256 << 10
+
 // NewReader returns a Reader over r.
-func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReaderSize(r, 256<<10)} }
+func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReaderSize(r, readerBuffer)} }
+
+// Allow restricts the records r accepts to types: any other is refused
+// before its body is read. With no types, every type is accepted again.
+func (r *Reader) Allow(types ...Type) { r.allow = types }
+
+// bodyChunk is how much of a body is read at a time beyond what the
+// Reader's buffer already holds: a body is read as it arrives, so a peer
+// that declares a large record must send it to make the reader hold it.
+const bodyChunk = 64 << 10
 
 // Read returns the next record. The body is valid until the next Read.
 // At a clean end of stream it returns io.EOF.
 func (r *Reader) Read() (Type, []byte, error) {
+	if r.mid != nil {
+		if _, err := r.r.Peek(1); err != nil {
+			return 0, nil, err
+		}
+		r.mid(true)
+		defer r.mid(false)
+	}
 	var hdr [HeaderSize]byte
 	if _, err := io.ReadFull(r.r, hdr[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
@@ -153,24 +208,87 @@ func (r *Reader) Read() (Type, []byte, error) {
 		}
 		return 0, nil, err
 	}
-	t := Type(binary.LittleEndian.Uint32(hdr[0:]))
-	n := binary.LittleEndian.Uint32(hdr[4:])
-	crc := binary.LittleEndian.Uint32(hdr[8:])
-	if n > MaxBody {
-		return t, nil, fmt.Errorf("read %v record of %d bytes: %w", t, n, ErrTooLarge)
+	t, n, crc, err := parseHeader(hdr, r.allow)
+	if err != nil {
+		return t, nil, err
 	}
-	if cap(r.buf) < int(n) {
-		r.buf = make([]byte, n)
-	}
-	body := r.buf[:n]
-	if _, err := io.ReadFull(r.r, body); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
+	body, err := readBody(r.r, r.buf[:0], int(n))
+	r.buf = body[:0]
+	if err != nil {
 		return t, nil, fmt.Errorf("read %v record body: %w", t, err)
 	}
 	if Checksum(body) != crc {
 		return t, nil, fmt.Errorf("read %v record: %w", t, ErrChecksum)
 	}
 	return t, body, nil
+}
+
+// parseHeader decodes a record header and checks its type against allow
+// (when set) and its length against the type's bound.
+func parseHeader(hdr [HeaderSize]byte, allow []Type) (t Type, n, crc uint32, err error) {
+	t = Type(binary.LittleEndian.Uint32(hdr[0:]))
+	n = binary.LittleEndian.Uint32(hdr[4:])
+	crc = binary.LittleEndian.Uint32(hdr[8:])
+	if allow != nil && !slices.Contains(allow, t) {
+		return t, 0, 0, fmt.Errorf("unexpected %v record (want %v): %w", t, allow, ErrMalformed)
+	}
+	if n > MaxBodyOf(t) {
+		return t, 0, 0, fmt.Errorf("read %v record of %d bytes (at most %d): %w", t, n, MaxBodyOf(t), ErrTooLarge)
+	}
+	return t, n, crc, nil
+}
+
+// readBody reads n bytes into buf's spare capacity, growing it only as the
+// bytes arrive.
+func readBody(r io.Reader, buf []byte, n int) ([]byte, error) {
+	for len(buf) < n {
+		chunk := n - len(buf)
+		if cap(buf)-len(buf) < chunk {
+			chunk = min(chunk, max(bodyChunk, len(buf))) // at most double what arrived
+			buf = slices.Grow(buf, chunk)
+		}
+		m, err := io.ReadFull(r, buf[len(buf):len(buf)+chunk])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return buf, err
+		}
+	}
+	return buf, nil
+}
+
+// ReadHello reads the first record of a connection, which must be a Hello,
+// without reading ahead and without allocating more than a Hello: what a
+// stranger's connection may cost before it has said who it is.
+func ReadHello(r io.Reader) (Hello, error) {
+	var hdr [HeaderSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return Hello{}, fmt.Errorf("read hello: %w", err)
+	}
+	if hdr[0] == 0x16 && hdr[1] == 3 { // a TLS handshake record, version 3.x
+		return Hello{}, ErrTLSHandshake
+	}
+	_, n, crc, err := parseHeader(hdr, []Type{TypeHello})
+	if err != nil {
+		return Hello{}, fmt.Errorf("read hello: %w", err)
+	}
+	var body [helloSize]byte
+	if _, err := io.ReadFull(r, body[:n]); err != nil {
+		return Hello{}, fmt.Errorf("read hello body: %w", err)
+	}
+	if Checksum(body[:n]) != crc {
+		return Hello{}, fmt.Errorf("read hello: %w", ErrChecksum)
+	}
+	return UnmarshalHello(body[:n])
+}
+
+// AppendRecord appends the record of type t with body to b: for the few
+// records written without a Writer's buffer.
+func AppendRecord(b []byte, t Type, body []byte) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(t))
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(body)))
+	b = binary.LittleEndian.AppendUint32(b, Checksum(body))
+	return append(b, body...)
 }

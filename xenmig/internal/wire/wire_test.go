@@ -2,9 +2,11 @@ package wire
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"reflect"
+	"runtime"
 	"testing"
 
 	"github.com/xenmig/xenmig/hypervisor"
@@ -180,5 +182,54 @@ func TestBitmapRoundTrip(t *testing.T) {
 	}
 	if _, err := UnmarshalBitmap(MarshalBitmap(b), 100); !errors.Is(err, ErrMalformed) {
 		t.Errorf("UnmarshalBitmap of 200 gfns, at most 100 = %v, want ErrMalformed", err)
+	}
+}
+
+// TestReaderBoundsAllocation: a header declaring a large body costs the
+// reader only what actually arrives, a type is held to its own bound before
+// any of its body is read, and a restricted reader refuses other types.
+func TestReaderBoundsAllocation(t *testing.T) {
+	hdr := func(typ Type, n uint32) []byte {
+		b := binary.LittleEndian.AppendUint32(nil, uint32(typ))
+		b = binary.LittleEndian.AppendUint32(b, n)
+		return binary.LittleEndian.AppendUint32(b, 0)
+	}
+	junk := bytes.Repeat([]byte{1}, 4096)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, _, err := NewReader(bytes.NewReader(append(hdr(TypePages, MaxBody), junk...))).Read()
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("Read(64 MiB header, 4 KiB body) = %v, want ErrUnexpectedEOF", err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 2<<20 {
+		t.Errorf("Read(64 MiB header, 4 KiB body) allocated %d KiB, want under 2 MiB", got>>10)
+	}
+	for _, tc := range []struct {
+		typ  Type
+		n    uint32
+		want error
+	}{
+		{TypeHello, 1 << 20, ErrTooLarge},
+		{TypeGo, 1, ErrTooLarge},
+		{TypeAbort, 1 << 20, ErrTooLarge},
+		{Type(99), 1 << 20, ErrTooLarge},
+	} {
+		if _, _, err := NewReader(bytes.NewReader(hdr(tc.typ, tc.n))).Read(); !errors.Is(err, tc.want) {
+			t.Errorf("Read(%v of %d bytes) = %v, want %v", tc.typ, tc.n, err, tc.want)
+		}
+	}
+	r := NewReader(bytes.NewReader(hdr(TypeConfig, 100)))
+	r.Allow(TypeHello)
+	if _, _, err := r.Read(); !errors.Is(err, ErrMalformed) {
+		t.Errorf("Read(config) allowing only hello = %v, want ErrMalformed", err)
+	}
+	var buf bytes.Buffer
+	NewWriter(&buf).Write(TypeHello, Hello{Version: Version, Role: RoleMain}.Marshal())
+	if h, err := ReadHello(&buf); err != nil || h.Role != RoleMain {
+		t.Errorf("ReadHello(hello) = %+v, %v", h, err)
+	}
+	if _, err := ReadHello(bytes.NewReader([]byte{0x16, 3, 1, 0, 0x80, 1, 0, 0, 0x7c, 3, 3, 0})); !errors.Is(err, ErrTLSHandshake) {
+		t.Errorf("ReadHello(TLS ClientHello) = %v, want ErrTLSHandshake", err)
 	}
 }

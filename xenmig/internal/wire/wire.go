@@ -70,14 +70,16 @@ var typeNames = map[Type]string{
 	TypeGuestFinal: "guest-final", TypeResume: "resume", TypeLayout: "layout",
 }
 
-// bodyBounds is the largest body of each record type; a type not listed
-// has smallBody.
+// bodyBounds is the largest body of the record types that are small: the
+// handshake's, the JSON records and the empty control records (64 KiB,
+// room to grow). The others (config, prepared, pages, owed, cpu, request,
+// resume, layout) may carry a whole guest's gfns and have MaxBody; a type
+// this build does not know has smallBody.
 var bodyBounds = map[Type]uint32{
-	TypeHello: uint32(helloSize), TypeHelloAck: smallBody, TypeConfig: MaxBody,
-	TypePrepared: 0, TypePages: MaxBody, TypeOwed: MaxBody, TypeCPU: 16 << 20,
-	TypeReady: 0, TypeGo: 0, TypeResumed: 0, TypeRequest: MaxBody, TypePushDone: 0,
-	TypeComplete: 0, TypeAbort: smallBody, TypeStats: 1 << 20, TypeFinished: 0,
-	TypeGuestFinal: smallBody, TypeResume: MaxBody, TypeLayout: MaxBody,
+	TypeHello: uint32(helloSize), TypeHelloAck: smallBody, TypeAbort: smallBody,
+	TypeGuestFinal: smallBody, TypeStats: 1 << 20,
+	TypeReady: smallBody, TypeGo: smallBody, TypeResumed: smallBody, TypePushDone: smallBody,
+	TypeComplete: smallBody, TypeFinished: smallBody,
 }
 
 // MaxBodyOf returns the largest body a record of type t may have: its
@@ -85,6 +87,9 @@ var bodyBounds = map[Type]uint32{
 func MaxBodyOf(t Type) uint32 {
 	if n, ok := bodyBounds[t]; ok {
 		return n
+	}
+	if _, known := typeNames[t]; known {
+		return MaxBody
 	}
 	return smallBody
 }

@@ -211,7 +211,7 @@ func TestReaderBoundsAllocation(t *testing.T) {
 		want error
 	}{
 		{TypeHello, 1 << 20, ErrTooLarge},
-		{TypeGo, 1, ErrTooLarge},
+		{TypeGo, 1 << 20, ErrTooLarge},
 		{TypeAbort, 1 << 20, ErrTooLarge},
 		{Type(99), 1 << 20, ErrTooLarge},
 	} {

@@ -26,6 +26,7 @@ import (
 // libxl installs no signal handler in this Go process).
 type toolstack struct {
 	ctx  *C.libxl_ctx
+	log  *C.xentoollog_logger // libxl's own: its errors explain a failed create
 	sigs chan os.Signal
 }
 
@@ -33,12 +34,17 @@ type toolstack struct {
 func (h *Host) toolstack() (*toolstack, error) {
 	h.tkOnce.Do(func() {
 		var rc C.int
-		ctx := C.xenmig_libxl_open(h.logger, &rc)
+		var lg *C.xentoollog_logger
+		verbose := C.int(0)
+		if h.opts.libLog {
+			verbose = 1
+		}
+		ctx := C.xenmig_libxl_open(verbose, &lg, &rc)
 		if ctx == nil {
 			h.tkErr = &Error{Call: "libxl_ctx_alloc", Detail: fmt.Sprintf("libxl error %d", int(rc))}
 			return
 		}
-		t := &toolstack{ctx: ctx, sigs: make(chan os.Signal, 1)}
+		t := &toolstack{ctx: ctx, log: lg, sigs: make(chan os.Signal, 1)}
 		signal.Notify(t.sigs, syscall.SIGCHLD)
 		go func() {
 			for range t.sigs {
@@ -55,6 +61,7 @@ func (t *toolstack) close() {
 	signal.Stop(t.sigs)
 	close(t.sigs)
 	C.libxl_ctx_free(t.ctx)
+	C.xtl_logger_destroy(t.log)
 }
 
 // libxlMu serialises the toolstack's long operations: one domain creation
@@ -88,7 +95,7 @@ func (t *toolstack) createPaused(js []byte, name string) (hypervisor.DomID, erro
 	defer libxlMu.Unlock()
 	var domid C.uint32_t
 	if rc := C.xenmig_libxl_create_paused(t.ctx, cjs, cname, &domid); rc != 0 {
-		return 0, &Error{Call: "libxl_domain_create_new", Detail: fmt.Sprintf("domain %q: libxl error %d (the toolstack's log above says why)", name, int(rc))}
+		return 0, &Error{Call: "libxl_domain_create_new", Detail: fmt.Sprintf("domain %q: libxl error %d (libxl's messages above say why)", name, int(rc))}
 	}
 	return hypervisor.DomID(domid), nil
 }

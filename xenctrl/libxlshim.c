@@ -2,19 +2,26 @@
 
 #include "libxlshim.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const libxl_childproc_hooks xenmig_childproc_hooks = {
     .chldowner = libxl_sigchld_owner_mainloop,
 };
 
-libxl_ctx *xenmig_libxl_open(xentoollog_logger *lg, int *rc)
+libxl_ctx *xenmig_libxl_open(int verbose, xentoollog_logger **lg, int *rc)
 {
     libxl_ctx *ctx = NULL;
 
-    *rc = libxl_ctx_alloc(&ctx, LIBXL_VERSION, 0, lg);
-    if (*rc)
+    *lg = (xentoollog_logger *)xtl_createlogger_stdiostream(
+        stderr, verbose ? XTL_DETAIL : XTL_ERROR, 0);
+    *rc = libxl_ctx_alloc(&ctx, LIBXL_VERSION, 0, *lg);
+    if (*rc) {
+        if (*lg)
+            xtl_logger_destroy(*lg);
+        *lg = NULL;
         return NULL;
+    }
     libxl_childproc_setmode(ctx, &xenmig_childproc_hooks, NULL);
     return ctx;
 }

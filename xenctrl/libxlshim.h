@@ -13,12 +13,14 @@
 #include <libxl_utils.h>
 
 /*
- * libxl_ctx_alloc, then libxl_childproc_setmode(libxl_sigchld_owner_mainloop):
- * libxl installs no SIGCHLD handler (the Go runtime owns signals); the
- * caller calls libxl_childproc_sigchld_occurred on every SIGCHLD instead.
- * Returns NULL with *rc set to the libxl error.
+ * libxl_ctx_alloc with a logger of its own on stderr (*lg: errors, or
+ * details if verbose; the caller destroys it after libxl_ctx_free), then
+ * libxl_childproc_setmode(libxl_sigchld_owner_mainloop): libxl installs no
+ * SIGCHLD handler (the Go runtime owns signals); the caller calls
+ * libxl_childproc_sigchld_occurred on every SIGCHLD instead. Returns NULL
+ * with *rc set to the libxl error.
  */
-libxl_ctx *xenmig_libxl_open(xentoollog_logger *lg, int *rc);
+libxl_ctx *xenmig_libxl_open(int verbose, xentoollog_logger **lg, int *rc);
 
 /*
  * libxl_retrieve_domain_configuration of domid, as JSON

@@ -48,7 +48,8 @@ the same guest run without migration, which proves nothing was lost.`,
 			}
 			hv := sim.NewHost(sim.WithNotifyLatency(a.cfg.Sim.NotifyLatency.Duration()))
 			defer hv.Close()
-			res, err := a.migrate(ctx, hv, plan, "demo", addr, xenmig.Transport{}, &gf, pf.json)
+			connect := func(context.Context) (string, xenmig.Transport, error) { return addr, xenmig.Transport{}, nil }
+			res, err := a.migrate(ctx, hv, plan, "demo", connect, &gf, pf.json)
 			if werr := wait(); werr != nil && err == nil {
 				err = withCode(exitFailure, fmt.Errorf("destination process: %w", werr))
 			}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -170,12 +171,33 @@ func (f *guestFlags) spec(a *app, name string, balloon bool) (sim.GuestSpec, err
 func newMigrateCommand(a *app) *cobra.Command {
 	var pf planFlags
 	var gf guestFlags
+	var sf sshFlags
 	cmd := &cobra.Command{
 		Use:   "migrate DOMAIN HOST[:PORT]",
-		Short: "Move a running domain to the xenmig receiver on HOST",
-		Long: `Move DOMAIN to the receiver listening on HOST (port migration.port, 8002, by
-default). The domain keeps running here until the destination holds its vCPU
-state; any failure before that leaves it running here, unchanged.
+		Short: "Move a running domain to HOST, as xl migrate does: over ssh, or to a receive daemon",
+		Long: `Move DOMAIN to HOST. The domain keeps running here until the destination holds
+its vCPU state; any failure before that leaves it running here, unchanged.
+
+As ` + "`xl migrate DOMAIN HOST`" + `, it needs nothing on HOST but the xenmig binary
+and ssh access from here: it runs ` + "`ssh HOST xenmig receive`" + ` for this one
+migration. Only a one-time key fingerprint for each side crosses the ssh
+channel; the migration's own TCP connections use mutual TLS pinned to those
+one-time keys (no CA), so ssh's cipher never caps the rate. The receiver
+listens on the address ssh reached HOST on, on a free port.
+
+A ` + "`xenmig receive --serve`" + ` daemon on HOST is used instead when HOST names a
+port (HOST:PORT), or when [tls] certificates are configured and a daemon
+answers on HOST's port migration.port (8002); -s always means ssh. --debug
+prints how the choice was made.
+
+Flags from xl migrate:
+  -s SSHCOMMAND  use SSHCOMMAND instead of ssh, passed to sh; -s "" runs HOST
+                 itself as the receiving command (e.g. "xenmig receive --ssh-session")
+  -C CONFIG      build the destination from this xl configuration file instead
+                 of the domain's own (xen backend)
+  -p             leave the domain paused on the destination once all its memory
+                 is there
+  --debug        print the debugging log of both sides
 
 With the simulated backend, DOMAIN is first booted here as a simulated guest
 (the --sim-* flags and [sim.guest]), run for --sim-warmup, then migrated; if
@@ -183,26 +205,58 @@ With the simulated backend, DOMAIN is first booted here as a simulated guest
 its memory equals an unmigrated run's.
 
 ` + exitCodesHelp,
-		Example: `  xenmig migrate web01 hostB
-  xenmig migrate web01 hostB:8002 --mode hybrid --bandwidth 500mbit --json
+		Example: `  xenmig migrate web01 hostB                      # over ssh, as xl migrate web01 hostB
+  xenmig migrate web01 root@hostB -s "ssh -p 2222" -p
+  xenmig migrate web01 hostB:8002 --mode hybrid --bandwidth 500mbit --json   # to a daemon
   xenmig --backend sim migrate demo 127.0.0.1:8002 --sim-workload web --sim-size 512MiB`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if sf.debug {
+				a.log.SetLevel(logrus.DebugLevel)
+				a.cfg.Log.Level = "debug"
+			}
 			plan, err := pf.plan(a)
 			if err != nil {
 				return err
 			}
-			addr := a.destination(args[1])
-			t, err := a.transport(false)
-			if err != nil {
-				return err
+			if sf.config != "" && a.cfg.Backend != conf.BackendXen {
+				return withCode(exitUsage, fmt.Errorf("-C names an xl configuration file: it needs the xen backend, not %s", a.cfg.Backend))
+			}
+			ctx, host := cmd.Context(), args[1]
+			rt := a.chooseRoute(ctx, host, cmd.Flags().Changed("ssh-command"))
+			a.log.WithField("host", host).Debug(rt.why)
+			if !rt.ssh && sf.paused {
+				return withCode(exitUsage, errors.New("-p needs the receiver started over ssh (-s), which leaves the domain paused; a daemon takes `xenmig receive --paused`"))
 			}
 			hv, closeHV, err := a.openBackend()
 			if err != nil {
 				return err
 			}
 			defer closeHV()
-			res, err := a.migrate(cmd.Context(), hv, plan, args[0], addr, t, &gf, pf.json)
+			if sf.config != "" {
+				if hv, err = withConfigFile(hv, sf.config); err != nil {
+					return withCode(exitUsage, err)
+				}
+			}
+			var ssh *sshReceiver
+			connect := func(ctx context.Context) (string, xenmig.Transport, error) {
+				if !rt.ssh {
+					t, err := a.transport(false)
+					return rt.addr, t, err
+				}
+				var err error
+				ssh, err = a.startSSHReceiver(ctx, sf, host)
+				if err != nil {
+					return "", xenmig.Transport{}, err
+				}
+				return ssh.addr, ssh.t, nil
+			}
+			res, err := a.migrate(ctx, hv, plan, args[0], connect, &gf, pf.json)
+			if ssh != nil {
+				if werr := ssh.wait(err); werr != nil && err == nil {
+					err = withCode(exitFailure, werr)
+				}
+			}
 			if res != nil {
 				if perr := printResult(res, pf.json); perr != nil && err == nil {
 					err = perr
@@ -213,13 +267,23 @@ its memory equals an unmigrated run's.
 	}
 	pf.register(cmd.Flags())
 	gf.register(cmd.Flags(), "sim-", 0, time.Second)
+	fs := cmd.Flags()
+	fs.StringVarP(&sf.command, "ssh-command", "s", "ssh", `as xl migrate -s: the ssh command, passed to sh; "" runs HOST itself as the receiving command`)
+	fs.StringVar(&sf.remote, "remote-xenmig", "xenmig", "the xenmig binary on HOST, when ssh starts the receiver")
+	fs.StringVarP(&sf.config, "config-file", "C", "", "as xl migrate -C: build the destination from this xl configuration file (xen backend)")
+	fs.BoolVarP(&sf.paused, "paused", "p", false, "as xl migrate -p: leave the domain paused on the destination (receiver started over ssh)")
+	fs.BoolVar(&sf.debug, "debug", false, "as xl migrate --debug: debugging log of both sides, and how the receiver was chosen")
 	return cmd
 }
 
 // migrate moves the domain called name to addr. On the simulator it first
 // boots the guest (and, when it will run to an end, the unmigrated reference
 // whose digest the result is checked against).
-func (a *app) migrate(ctx context.Context, hv hypervisor.Hypervisor, plan xenmig.Plan, name, addr string, t xenmig.Transport, gf *guestFlags, quiet bool) (*xenmig.Result, error) {
+// connect, called once the domain is found and before anything is sent,
+// returns the destination's address and how to connect to it; its failure
+// leaves the domain running here.
+func (a *app) migrate(ctx context.Context, hv hypervisor.Hypervisor, plan xenmig.Plan, name string,
+	connect func(context.Context) (string, xenmig.Transport, error), gf *guestFlags, quiet bool) (*xenmig.Result, error) {
 	var reference *hypervisor.Digest
 	if h, ok := hv.(*sim.Host); ok {
 		spec, err := gf.spec(a, name, plan.Balloon)
@@ -237,6 +301,16 @@ func (a *app) migrate(ctx context.Context, hv hypervisor.Hypervisor, plan xenmig
 	dom, err := hv.Lookup(name)
 	if err != nil {
 		return nil, withCode(exitNotMoved, fmt.Errorf("domain %q: %w (see `xenmig list`)", name, err))
+	}
+	addr, t, err := connect(ctx)
+	if err != nil {
+		if ee := new(exitError); !errors.As(err, &ee) {
+			err = withCode(exitNotMoved, err)
+		}
+		if h, ok := hv.(*sim.Host); ok && reference != nil {
+			a.checkLocalRun(ctx, h, dom, *reference)
+		}
+		return nil, err
 	}
 	opts := []xenmig.Option{xenmig.WithLogger(a.log.WithField("side", "source")), xenmig.WithTransport(t)}
 	waiting := ""

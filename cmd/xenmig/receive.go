@@ -22,11 +22,13 @@ type receiveEvent struct {
 	Pages   uint64 `json:"pages,omitempty"`
 	Digest  string `json:"digest,omitempty"`
 	Error   string `json:"error,omitempty"`
+	// Fingerprint is a one-time TLS key's, exchanged over ssh (--ssh-session).
+	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
 func newReceiveCommand(a *app) *cobra.Command {
 	var listen, metricsListen string
-	var serve, asJSON, discard bool
+	var serve, asJSON, discard, paused, sshSession bool
 	cmd := &cobra.Command{
 		Use:   "receive",
 		Short: "Accept incoming migrations onto this host",
@@ -48,6 +50,9 @@ progress and paging ring occupancy (README.md lists them).`,
   xenmig receive --serve --metrics-listen 127.0.0.1:9102`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if sshSession {
+				return a.serveSSHSession(cmd.Context(), listen, paused)
+			}
 			if listen == "" {
 				listen = a.cfg.Receiver.Listen
 			}
@@ -97,6 +102,10 @@ progress and paging ring occupancy (README.md lists them).`,
 					if err := hv.Destroy(inc.Domain); err != nil {
 						a.log.WithError(err).Warn("could not destroy the received domain")
 					}
+				} else if paused {
+					if err := hv.Pause(inc.Domain); err != nil {
+						a.log.WithError(err).Warn("could not leave the received domain paused")
+					}
 				}
 				emit(receiveEvent{Event: "received", Domain: inc.Name, DomID: uint32(inc.Domain), Mode: string(inc.Mode), Pages: inc.Pages, Digest: inc.Digest})
 				a.log.WithFields(map[string]any{"domain": inc.Name, "domid": inc.Domain}).Info("domain received")
@@ -110,6 +119,9 @@ progress and paging ring occupancy (README.md lists them).`,
 	cmd.Flags().BoolVar(&serve, "serve", false, "accept migrations one after another (default: receiver.serve)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print events as JSON lines on standard output")
 	cmd.Flags().BoolVar(&discard, "discard", false, "destroy each domain once received (benchmarks)")
+	cmd.Flags().BoolVarP(&paused, "paused", "p", false, "leave each received domain paused once all its memory is here (as xl migrate -p)")
+	cmd.Flags().BoolVar(&sshSession, "ssh-session", false, "serve one migration for a sender that started this over ssh (xenmig migrate does)")
+	cmd.Flags().MarkHidden("ssh-session")
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", `serve Prometheus metrics at http://ADDR/metrics, e.g. "127.0.0.1:9102" (default: receiver.metrics_listen, none)`)
 	return cmd
 }

@@ -99,7 +99,7 @@ func TestBareHelloDoesNotHoldAccept(t *testing.T) {
 		}
 		defer c.Close()
 		w := wire.NewWriter(c)
-		w.Write(wire.TypeHello, wire.Hello{Version: wire.Version, Role: wire.RoleMain, Session: [16]byte{byte(i + 1)}}.Marshal())
+		w.Write(wire.TypeHello, wire.Hello{Version: wire.Version, Role: wire.RoleMain, Session: [16]byte{byte(i + 1)}, Streams: 1}.Marshal())
 		if _, _, err := wire.NewReader(c).Read(); err != nil { // acknowledged: the listener holds it
 			t.Fatalf("bare hello %d: %v", i, err)
 		}

@@ -342,37 +342,58 @@ func TestBalloonIdleGuest(t *testing.T) {
 	checkDigest(t, res, want)
 }
 
-// TestReconnectAfterSwitchover: the main connection breaks in the middle of
-// the post-copy push; both sides keep their state, the source reopens the
-// session, the destination tells it which gfns it still lacks, and the
-// migration completes with nothing lost.
+// TestReconnectAfterSwitchover: a connection breaks in the middle of the
+// post-copy push — main alone, or every connection of the session; both
+// sides keep their state, the source reopens the session, the destination
+// tells it which gfns it still lacks, and the migration completes with
+// nothing lost, on one page stream or several.
 func TestReconnectAfterSwitchover(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		plan xenmig.Plan
+		name    string
+		plan    xenmig.Plan
+		streams int
+		cutAll  bool // cut every connection mid-push, else main alone
 	}{
-		{"postcopy", plan(xenmig.PostCopy, xenmig.PushPrepaging)},
-		{"hybrid", plan(xenmig.Hybrid, xenmig.PushWorkingSet)},
+		{"postcopy", plan(xenmig.PostCopy, xenmig.PushPrepaging), 1, false},
+		{"hybrid", plan(xenmig.Hybrid, xenmig.PushWorkingSet), 1, false},
+		{"postcopy main", plan(xenmig.PostCopy, xenmig.PushPrepaging), 3, false},
+		{"postcopy all", plan(xenmig.PostCopy, xenmig.PushPrepaging), 3, true},
+		{"hybrid all", plan(xenmig.Hybrid, xenmig.PushWorkingSet), 3, true},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/streams=%d", tc.name, tc.streams), func(t *testing.T) {
 			spec := guest("cut", sim.Stress, 4000)
 			want := reference(t, spec)
-			dst := receiveOne(t, xenmig.Transport{})
+			dstHost := &hookedHost{Host: sim.NewHost()}
+			defer dstHost.Close()
+			dst := receiveOn(t, dstHost)
 			src := sim.NewHost()
 			defer src.Close()
 			dom := boot(t, src, spec, 1000)
 			p := tc.plan
+			p.Streams = tc.streams
 			p.Bandwidth = 40 << 20 // slow enough to cut in the middle
 			p.ReconnectTimeout = 20 * time.Second
-			cut := int64(2 << 20) // past the switchover
 			if p.Mode == xenmig.Hybrid {
 				p.HybridRounds = 1 // about 12.4 MB of pre-copy, then some 4 MB pushed
-				cut = 13_500_000
 			}
-			res := dst.migrate(t, src, dom, p, testnet.CutAfter(t, dst.addr, cut))
+			var via string
+			if tc.cutAll {
+				// The push takes about 100 ms after the destination unpauses.
+				p.Bandwidth = 20 << 20
+				proxy := testnet.NewProxy(t, dst.addr)
+				dstHost.onUnpause = func() { time.AfterFunc(30*time.Millisecond, proxy.Cut) }
+				via = proxy.Addr
+			} else {
+				cut := int64(2 << 20) // past the switchover
+				if p.Mode == xenmig.Hybrid {
+					cut = 13_500_000
+				}
+				via = testnet.CutAfter(t, dst.addr, cut)
+			}
+			res := dst.migrate(t, src, dom, p, via)
 			t.Logf("bytes sent %d, pages sent %d, reconnects %d", res.BytesSent, res.PagesSent, res.Reconnects)
 			if res.Reconnects < 1 {
-				t.Errorf("reconnects = %d, want at least 1 (the proxy cut the main connection)", res.Reconnects)
+				t.Errorf("reconnects = %d, want at least 1 (the proxy cut the connections)", res.Reconnects)
 			}
 			checkDigest(t, res, want)
 		})
@@ -549,73 +570,76 @@ func TestBreakAtSwitchover(t *testing.T) {
 		{"hybrid resumed lost", xenmig.Hybrid, false, true, false},
 		{"precopy resumed lost", xenmig.PreCopy, false, true, true},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			spec := guest("switch", sim.Stress, 4000)
-			want := reference(t, spec)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			l := xenmig.Listen(ln, xenmig.Transport{})
-			defer l.Close()
-			proxy := testnet.NewProxy(t, ln.Addr().String())
-			dstHost := &hookedHost{Host: sim.NewHost()}
-			defer dstHost.Close()
-			src := &hookedHost{Host: sim.NewHost()}
-			defer src.Close()
-			if tc.goLost {
-				src.onRename = proxy.Cut
-			} else {
-				dstHost.onUnpause = proxy.Cut
-			}
-			recvErr := make(chan error, 1)
-			go func() {
+		for _, streams := range []int{1, 3} {
+			t.Run(fmt.Sprintf("%s/streams=%d", tc.name, streams), func(t *testing.T) {
+				spec := guest("switch", sim.Stress, 4000)
+				want := reference(t, spec)
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				l := xenmig.Listen(ln, xenmig.Transport{})
+				defer l.Close()
+				proxy := testnet.NewProxy(t, ln.Addr().String())
+				dstHost := &hookedHost{Host: sim.NewHost()}
+				defer dstHost.Close()
+				src := &hookedHost{Host: sim.NewHost()}
+				defer src.Close()
+				if tc.goLost {
+					src.onRename = proxy.Cut
+				} else {
+					dstHost.onUnpause = proxy.Cut
+				}
+				recvErr := make(chan error, 1)
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+					defer cancel()
+					_, err := xenmig.Receive(ctx, dstHost, l, testLog("dst"))
+					recvErr <- err
+				}()
+				dom := boot(t, src.Host, spec, 1000)
+				p := plan(tc.mode, xenmig.PushPrepaging)
+				if tc.mode == xenmig.Hybrid {
+					p.Push = xenmig.PushWorkingSet
+				}
+				p.ReconnectTimeout = 20 * time.Second
+				p.Streams = streams
+				res, err := xenmig.Migrate(context.Background(), src, dom, proxy.Addr, p, testLog("src"))
+				rerr := <-recvErr
+				host := src.Host
+				if tc.moved {
+					if err != nil {
+						t.Fatalf("Migrate() = %v, want it to finish after asking the destination again", err)
+					}
+					if res.Reconnects != 1 && !tc.complete {
+						t.Errorf("reconnects = %d, want 1", res.Reconnects)
+					}
+					host = dstHost.Host
+				} else {
+					if err == nil || errors.Is(err, xenmig.ErrCommitted) {
+						t.Fatalf("Migrate() = %v, want a failure before the switchover (the domain runs here)", err)
+					}
+					if rerr == nil {
+						t.Errorf("Receive() = nil, want the failure that dropped the shell")
+					}
+				}
+				id, err := host.Lookup(spec.Name)
+				if err != nil {
+					t.Fatalf("Lookup(%s) on the host where the guest should run = %v", spec.Name, err)
+				}
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
-				_, err := xenmig.Receive(ctx, dstHost, l, testLog("dst"))
-				recvErr <- err
-			}()
-			dom := boot(t, src.Host, spec, 1000)
-			p := plan(tc.mode, xenmig.PushPrepaging)
-			if tc.mode == xenmig.Hybrid {
-				p.Push = xenmig.PushWorkingSet
-			}
-			p.ReconnectTimeout = 20 * time.Second
-			res, err := xenmig.Migrate(context.Background(), src, dom, proxy.Addr, p, testLog("src"))
-			rerr := <-recvErr
-			host := src.Host
-			if tc.moved {
+				if err := host.WaitDone(ctx, id); err != nil {
+					t.Fatalf("WaitDone() = %v", err)
+				}
+				got, err := host.Digest(id)
 				if err != nil {
-					t.Fatalf("Migrate() = %v, want it to finish after asking the destination again", err)
+					t.Fatalf("Digest() = %v", err)
 				}
-				if res.Reconnects != 1 && !tc.complete {
-					t.Errorf("reconnects = %d, want 1", res.Reconnects)
+				if got != want {
+					t.Errorf("digest = %s, want %s (unmigrated run)", got, want)
 				}
-				host = dstHost.Host
-			} else {
-				if err == nil || errors.Is(err, xenmig.ErrCommitted) {
-					t.Fatalf("Migrate() = %v, want a failure before the switchover (the domain runs here)", err)
-				}
-				if rerr == nil {
-					t.Errorf("Receive() = nil, want the failure that dropped the shell")
-				}
-			}
-			id, err := host.Lookup(spec.Name)
-			if err != nil {
-				t.Fatalf("Lookup(%s) on the host where the guest should run = %v", spec.Name, err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if err := host.WaitDone(ctx, id); err != nil {
-				t.Fatalf("WaitDone() = %v", err)
-			}
-			got, err := host.Digest(id)
-			if err != nil {
-				t.Fatalf("Digest() = %v", err)
-			}
-			if got != want {
-				t.Errorf("digest = %s, want %s (unmigrated run)", got, want)
-			}
-		})
+			})
+		}
 	}
 }

@@ -57,15 +57,14 @@ type pushOrder struct {
 	claims *claimSet
 	n      int64
 
-	mu      sync.Mutex
-	first   []hypervisor.GFN // priority list, consumed in order
-	pivots  []bubble         // most recent last
-	maxPiv  int              // 0: no bubbling
-	rr      int              // round-robin position among pivots
-	sweep   int64            // ascending sweep cursor
-	dirFwd  bool             // direction of the next bubble step
-	newPiv  bool             // a pivot arrived since the last batch
-	pending []hypervisor.GFN // reused output buffer
+	mu     sync.Mutex
+	first  []hypervisor.GFN // priority list, consumed in order
+	pivots []bubble         // most recent last
+	maxPiv int              // 0: no bubbling
+	rr     int              // round-robin position among pivots
+	sweep  int64            // ascending sweep cursor
+	dirFwd bool             // direction of the next bubble step
+	newPiv bool             // a pivot arrived since the last batch
 }
 
 func newPushOrder(claims *claimSet, pivots int, first []hypervisor.GFN) *pushOrder {
@@ -94,12 +93,13 @@ func (o *pushOrder) restart() {
 	o.mu.Unlock()
 }
 
-// next claims and returns up to max gfns to push. It returns an empty slice
-// once every gfn has been claimed.
-func (o *pushOrder) next(max int) []hypervisor.GFN {
+// next claims up to max gfns to push and returns them in buf's memory (each
+// pusher has its own). It returns an empty slice once every gfn has been
+// claimed.
+func (o *pushOrder) next(buf []hypervisor.GFN, max int) []hypervisor.GFN {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	out := o.pending[:0]
+	out := buf[:0]
 	for len(o.first) > 0 && len(out) < max {
 		g := o.first[0]
 		o.first = o.first[1:]
@@ -126,7 +126,6 @@ func (o *pushOrder) next(max int) []hypervisor.GFN {
 		}
 		o.sweep++
 	}
-	o.pending = out
 	return out
 }
 

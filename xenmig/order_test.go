@@ -23,7 +23,7 @@ func allOwed(n uint64) *claimSet {
 func drain(o *pushOrder, batch int) []hypervisor.GFN {
 	var out []hypervisor.GFN
 	for {
-		b := o.next(batch)
+		b := o.next(nil, batch)
 		if len(b) == 0 {
 			return out
 		}
@@ -76,22 +76,22 @@ func TestPushOrderEveryGFNOnce(t *testing.T) {
 
 func TestPushOrderBubblesAroundNewestFault(t *testing.T) {
 	o := newPushOrder(allOwed(1000), 7, nil)
-	o.next(4) // the sweep has begun: 0..3
+	o.next(nil, 4) // the sweep has begun: 0..3
 	o.fault(500)
-	got := o.next(6)
+	got := o.next(nil, 6)
 	want := []hypervisor.GFN{501, 499, 502, 498, 503, 497}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("after a fault on 500, next(6) = %v, want %v", got, want)
 	}
 	o.fault(100)
-	if got := o.next(2); !reflect.DeepEqual(got, []hypervisor.GFN{101, 99}) {
+	if got := o.next(nil, 2); !reflect.DeepEqual(got, []hypervisor.GFN{101, 99}) {
 		t.Errorf("after a fault on 100, next(2) = %v, want [101 99]", got)
 	}
 }
 
 func TestPushOrderWorkingSetFirst(t *testing.T) {
 	o := newPushOrder(allOwed(100), 7, []hypervisor.GFN{70, 10, 70, 20})
-	if got, want := o.next(3), []hypervisor.GFN{70, 10, 20}; !reflect.DeepEqual(got, want) {
+	if got, want := o.next(nil, 3), []hypervisor.GFN{70, 10, 20}; !reflect.DeepEqual(got, want) {
 		t.Errorf("next(3) = %v, want %v", got, want)
 	}
 }

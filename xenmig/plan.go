@@ -3,7 +3,10 @@ package xenmig
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
+
+	"github.com/xenmig/xenmig/xenmig/internal/wire"
 )
 
 // Mode is how memory moves.
@@ -51,6 +54,11 @@ type Plan struct {
 	Pivots int
 	// BatchPages is the number of pages in one bulk record.
 	BatchPages int
+	// Streams is how many TCP connections carry pages (main and bulk ones,
+	// as QEMU's multifd): the push and the pre-copy rounds go on all of
+	// them in parallel, and the receiver installs from each in parallel.
+	// 0 chooses from the CPU count and the bandwidth limit (AutoStreams).
+	Streams int
 	// Bandwidth limits the bytes per second the sender puts on the wire
 	// (both channels together); 0 means no limit.
 	Bandwidth int64
@@ -135,6 +143,9 @@ func (p Plan) Validate() error {
 	if p.BatchPages < 1 || p.BatchPages > 4096 {
 		return bad("batch pages %d: want 1..4096", p.BatchPages)
 	}
+	if p.Streams < 0 || p.Streams > maxStreams {
+		return bad("streams %d: want 1..%d, or 0 to choose from the CPUs and the link", p.Streams, maxStreams)
+	}
 	if p.Bandwidth < 0 {
 		return bad("bandwidth %d: must not be negative", p.Bandwidth)
 	}
@@ -145,6 +156,28 @@ func (p Plan) Validate() error {
 		return bad("pre-copy needs at least one round and a positive data factor")
 	}
 	return nil
+}
+
+// maxStreams bounds Plan.Streams (the protocol's limit).
+const maxStreams = wire.MaxStreams
+
+// AutoStreams is the number of page streams a plan without Streams uses: one
+// per CPU, up to four, since a stream costs a core at line rate on a fast
+// link; one when the plan limits the bandwidth below 2.4 Gbit/s, which one
+// stream carries with a small part of a core.
+func AutoStreams(bandwidth int64) int {
+	if bandwidth > 0 && bandwidth < 300e6 {
+		return 1
+	}
+	return min(runtime.NumCPU(), 4)
+}
+
+// streams returns the page streams the plan uses.
+func (p Plan) streams() int {
+	if p.Streams > 0 {
+		return p.Streams
+	}
+	return AutoStreams(p.Bandwidth)
 }
 
 // usesPaging reports whether the destination runs the guest before all its

@@ -54,12 +54,12 @@ func (s *sender) postcopyRound(ctx context.Context, claims *claimSet, order *pus
 	g.Go(func() error { // demand server on the urgent channel
 		return s.serveFaults(gctx, claims, order, &lastFault)
 	})
-	g.Go(func() error { // background push on the main channel
-		return s.push(gctx, order, &lastFault)
-	})
+	for _, c := range s.links.streams() { // background push on every page stream
+		g.Go(func() error { return s.push(gctx, c, order, &lastFault) })
+	}
 	complete := make(chan error, 1)
 	go func() { // the destination's answer on the main channel
-		_, err := s.main.expect(wire.TypeComplete)
+		_, err := s.links.main.expect(wire.TypeComplete)
 		complete <- err
 	}()
 	var err error
@@ -70,13 +70,12 @@ func (s *sender) postcopyRound(ctx context.Context, claims *claimSet, order *pus
 	case <-gctx.Done():
 	}
 	if answered && err == nil {
-		s.urgent.Close() // ends the demand server
+		s.links.urgent.Close() // ends the demand server
 		return g.Wait()
 	}
-	// Broken: close both connections so that no goroutine stays blocked on
+	// Broken: close every connection so that no goroutine stays blocked on
 	// them, then report the first cause.
-	s.main.Close()
-	s.urgent.Close()
+	s.links.close()
 	gerr := g.Wait()
 	if !answered {
 		err = <-complete
@@ -87,10 +86,11 @@ func (s *sender) postcopyRound(ctx context.Context, claims *claimSet, order *pus
 	return err
 }
 
-// push sends every unclaimed gfn, in the order's sequence.
-func (s *sender) push(ctx context.Context, order *pushOrder, lastFault *atomic.Int64) error {
+// push sends unclaimed gfns on c, in the order's sequence, until none is
+// left; the other streams' pushers take their batches from the same order.
+func (s *sender) push(ctx context.Context, c *conn, order *pushOrder, lastFault *atomic.Int64) error {
 	sc := newScratch(s.plan.BatchPages)
-	queue := newSendQueue(s.main.tcp)
+	queue := newSendQueue(c.tcp)
 	if s.plan.Push == PushDemand {
 		// Demand paging alone never completes; once the guest has gone
 		// DemandIdle without a fault, or after DemandMax, send the rest in
@@ -104,12 +104,13 @@ func (s *sender) push(ctx context.Context, order *pushOrder, lastFault *atomic.I
 			}
 		}
 	}
+	buf := make([]hypervisor.GFN, 0, s.plan.BatchPages)
 	for ctx.Err() == nil {
-		gfns := order.next(s.plan.BatchPages)
+		gfns := order.next(buf, s.plan.BatchPages)
 		if len(gfns) == 0 {
 			break
 		}
-		if err := s.sendPages(ctx, s.main, sc, gfns, 0, "push"); err != nil {
+		if err := s.sendPages(ctx, c, sc, gfns, 0, "push"); err != nil {
 			return err
 		}
 		queue.sent(sc.wrote)
@@ -120,8 +121,8 @@ func (s *sender) push(ctx context.Context, order *pushOrder, lastFault *atomic.I
 	if ctx.Err() != nil {
 		return nil
 	}
-	if err := s.main.w.Write(wire.TypePushDone); err != nil {
-		return fmt.Errorf("send push-done: %w", err)
+	if err := c.w.Write(wire.TypePushDone); err != nil {
+		return fmt.Errorf("send push-done on stream %d: %w", c.stream, err)
 	}
 	return nil
 }
@@ -131,7 +132,7 @@ func (s *sender) push(ctx context.Context, order *pushOrder, lastFault *atomic.I
 func (s *sender) serveFaults(ctx context.Context, claims *claimSet, order *pushOrder, lastFault *atomic.Int64) error {
 	sc := newScratch(s.plan.BatchPages)
 	for {
-		typ, body, err := s.urgent.r.Read()
+		typ, body, err := s.links.urgent.r.Read()
 		if err != nil {
 			// The destination closes its urgent side once it has every
 			// page, maybe before its completion reaches us on main; a real
@@ -156,7 +157,7 @@ func (s *sender) serveFaults(ctx context.Context, claims *claimSet, order *pushO
 		}
 		for len(mine) > 0 {
 			n := min(len(mine), s.plan.BatchPages)
-			if err := s.sendPages(ctx, s.urgent, sc, mine[:n], wire.PagesDemand, "demand"); err != nil {
+			if err := s.sendPages(ctx, s.links.urgent, sc, mine[:n], wire.PagesDemand, "demand"); err != nil {
 				return err
 			}
 			mine = mine[n:]

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -35,13 +37,13 @@ type Incoming struct {
 // domain is left paused here.
 func Receive(ctx context.Context, hv hypervisor.Hypervisor, l *Listener, opts ...Option) (*Incoming, error) {
 	o := buildOptions(opts)
-	main, urgent, id, err := l.accept(ctx)
+	links, id, err := l.accept(ctx)
 	if err != nil {
 		return nil, err
 	}
-	r := &receiver{hv: hv, options: o, l: l, session: id, main: main, urgent: urgent,
-		log: o.log.WithField("peer", main.RemoteAddr().String())}
-	defer func() { r.main.Close(); r.urgent.Close() }()
+	r := &receiver{hv: hv, options: o, l: l, session: id, links: links,
+		log: o.log.WithFields(logrus.Fields{"peer": links.main.RemoteAddr().String(), "streams": 1 + len(links.bulk)})}
+	defer func() { r.links.close() }()
 	r.emit(Event{Kind: EventStarted})
 	inc, err := r.run(ctx)
 	r.emit(Event{Kind: EventEnded, Err: err})
@@ -52,10 +54,11 @@ func Receive(ctx context.Context, hv hypervisor.Hypervisor, l *Listener, opts ..
 type receiver struct {
 	hv hypervisor.Hypervisor
 	options
-	log          *logrus.Entry
-	l            *Listener
-	session      sessionID
-	main, urgent *conn
+	log     *logrus.Entry
+	l       *Listener
+	session sessionID
+	links   *links // the session's connections, replaced on a reconnection
+	bulk    *bulkReaders
 
 	cfg   wire.Config
 	dom   hypervisor.DomID
@@ -65,8 +68,10 @@ type receiver struct {
 	// Pre-copy: gfns whose page here may not be zero. A zero page for any
 	// other gfn needs no write. The shell starts with every page it has
 	// in it: the toolstack booted it to its entry point, so kernel and
-	// firmware bytes sit where the source may have zeros.
-	written *hypervisor.Bitmap
+	// firmware bytes sit where the source may have zeros. Pages come from
+	// every stream at once: precopyMu guards it and cfg.Populated.
+	precopyMu sync.Mutex
+	written   *hypervisor.Bitmap
 	// special are the toolstack's ring pages: never written, never paged
 	// out; this host's daemons own their contents.
 	special *hypervisor.Bitmap
@@ -76,6 +81,8 @@ type receiver struct {
 	direct *hypervisor.Bitmap
 
 	pausedAt time.Time // when the layout at the source's pause arrived
+
+	pushDone atomic.Int32 // streams whose push-done came, this round
 }
 
 // IncomingSuffix is appended to a domain's name on the destination until the
@@ -85,7 +92,7 @@ const IncomingSuffix = "--incoming"
 
 func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 	start := time.Now()
-	body, err := r.main.expect(wire.TypeConfig)
+	body, err := r.links.main.expect(wire.TypeConfig)
 	if err != nil {
 		return nil, fmt.Errorf("waiting for the domain's config: %w", err)
 	}
@@ -101,7 +108,7 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 		// A sender that lost its connections at the switchover and
 		// comes back learns that nothing of the domain is kept here.
 		r.l.remember(r.session, wire.SessionNotSwitched)
-		r.main.w.Write(wire.TypeAbort, abortRecord(cause))
+		r.links.main.w.Write(wire.TypeAbort, abortRecord(cause))
 		if r.pager != nil {
 			r.pager.Close()
 		}
@@ -131,31 +138,30 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 		return nil, undo(err)
 	}
 	prepMS := ms(time.Since(start))
-	if err := r.main.w.Write(wire.TypePrepared, wire.MarshalGFNs(r.direct.GFNs())); err != nil {
+	if err := r.links.main.w.Write(wire.TypePrepared, wire.MarshalGFNs(r.direct.GFNs())); err != nil {
 		return nil, undo(fmt.Errorf("send prepared: %w", err))
 	}
 	r.log.WithField("ms", prepMS).Info("domain shell prepared")
 
 	// Until Go: pages (pre-copy), the owed list (hybrid), the vCPU state.
+	// Pages come on every stream; the layout and the vCPU state are taken
+	// only once each bulk stream's sync says its earlier pages are in.
+	r.bulk = r.readBulk()
 	for ready := false; ; {
-		typ, body, err := r.main.r.Read()
+		typ, body, err := r.links.main.r.Read()
 		if err != nil {
-			return nil, undo(fmt.Errorf("connection to the source lost before the switchover: %w", err))
+			return nil, undo(r.bulk.cause(fmt.Errorf("connection to the source lost before the switchover: %w", err)))
+		}
+		if typ == wire.TypeLayout || typ == wire.TypeCPU {
+			if err := r.bulk.wait(); err != nil {
+				return nil, undo(err)
+			}
 		}
 		switch typ {
 		case wire.TypePages:
-			p, err := wire.UnmarshalPages(body)
-			if err == nil {
-				err = r.precopyPages(p)
-			}
-			if err != nil {
+			if err := r.earlyPages(body); err != nil {
 				return nil, undo(err)
 			}
-			phase := "precopy"
-			if !r.pausedAt.IsZero() {
-				phase = "stop"
-			}
-			r.emit(Event{Kind: EventPages, Phase: phase, Pages: uint64(len(p.GFNs)), Bytes: uint64(len(body))})
 		case wire.TypeLayout:
 			if r.pausedAt.IsZero() {
 				r.pausedAt = time.Now()
@@ -170,6 +176,7 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 			if err != nil {
 				return nil, undo(fmt.Errorf("layout at pause: %w", err))
 			}
+			r.bulk = r.readBulk() // the last dirty pages (pre-copy) come next
 		case wire.TypeOwed:
 			gfns, err := wire.UnmarshalGFNs(body)
 			if err != nil || r.in == nil {
@@ -184,7 +191,7 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 			if err != nil {
 				return nil, undo(fmt.Errorf("restore vCPU state: %w", err))
 			}
-			if err := r.main.w.Write(wire.TypeReady); err != nil {
+			if err := r.links.main.w.Write(wire.TypeReady); err != nil {
 				return nil, undo(fmt.Errorf("send ready: %w", err))
 			}
 			ready = true
@@ -245,7 +252,7 @@ func (r *receiver) checkSpecial() error {
 
 // refuse tells the sender why and returns err.
 func (r *receiver) refuse(err error) error {
-	r.main.w.Write(wire.TypeAbort, abortRecord(err))
+	r.links.main.w.Write(wire.TypeAbort, abortRecord(err))
 	return err
 }
 
@@ -387,6 +394,9 @@ func (r *receiver) precopyPages(p wire.Pages) error {
 		}
 		return r.in.stage(p)
 	}
+	// Pages come from every stream at once.
+	r.precopyMu.Lock()
+	defer r.precopyMu.Unlock()
 	if r.in != nil {
 		// Only the gfns paging could not take come so, in the downtime.
 		for _, g := range p.GFNs {
@@ -466,7 +476,7 @@ func (r *receiver) switchover(ctx context.Context, mode Mode, prepMS float64) (*
 	if r.in == nil {
 		r.l.remember(r.session, wire.SessionComplete) // pre-copy: every page is here
 	}
-	if err := r.main.w.Write(wire.TypeResumed); err != nil {
+	if err := r.links.main.w.Write(wire.TypeResumed); err != nil {
 		if r.in == nil {
 			return nil, r.lost(fmt.Errorf("send resumed: %w", err))
 		}
@@ -490,7 +500,7 @@ func (r *receiver) switchover(ctx context.Context, mode Mode, prepMS float64) (*
 		rep.FaultP50US, rep.FaultP99US = percentile(lat, 50), percentile(lat, 99)
 	}
 	completeAt := time.Now()
-	if err := r.main.w.Write(wire.TypeComplete); err != nil {
+	if err := r.links.main.w.Write(wire.TypeComplete); err != nil {
 		return nil, r.lost(fmt.Errorf("send complete: %w", err))
 	}
 	log := r.log
@@ -501,10 +511,10 @@ func (r *receiver) switchover(ctx context.Context, mode Mode, prepMS float64) (*
 	}
 	log.Info("every page installed")
 	r.measureGuest(&rep, opsStart, goAt, completeAt)
-	if err := r.main.w.Write(wire.TypeStats, wire.MarshalJSON(rep)); err != nil {
+	if err := r.links.main.w.Write(wire.TypeStats, wire.MarshalJSON(rep)); err != nil {
 		return nil, r.lost(fmt.Errorf("send stats: %w", err))
 	}
-	if _, err := r.main.expect(wire.TypeFinished); err != nil {
+	if _, err := r.links.main.expect(wire.TypeFinished); err != nil {
 		r.log.WithError(err).Warn("source did not confirm the end; the domain is complete here")
 	}
 	inc := &Incoming{Domain: r.dom, Name: r.cfg.Domain.Name, Mode: mode, Pages: r.cfg.Populated.Count()}
@@ -587,8 +597,11 @@ func (r *receiver) serveRound(ctx context.Context, kick <-chan struct{}) error {
 	g, gctx := errgroup.WithContext(ctx)
 	stop := make(chan struct{})
 	g.Go(func() error { return r.serveFaults(gctx, stop) })
-	g.Go(func() error { return r.readPages(gctx, r.urgent, "urgent", stop) })
-	g.Go(func() error { return r.readPages(gctx, r.main, "main", stop) }) // ends at push-done
+	g.Go(func() error { return r.readPages(gctx, r.links.urgent, stop) })
+	r.pushDone.Store(0)
+	for _, c := range r.links.streams() { // each ends at its push-done
+		g.Go(func() error { return r.readPages(gctx, c, stop) })
+	}
 	g.Go(func() error { return r.in.drainStaged(gctx, stop) })
 	kicked := false
 	select {
@@ -598,11 +611,11 @@ func (r *receiver) serveRound(ctx context.Context, kick <-chan struct{}) error {
 		kicked = true
 	}
 	close(stop)
-	r.urgent.Close() // unblocks the urgent reader; the source closes its side too
+	r.links.urgent.Close() // unblocks the urgent reader; the source closes its side too
 	if r.in.complete() {
 		return g.Wait()
 	}
-	r.main.Close() // broken: unblock the main reader too
+	r.links.close() // broken: unblock the stream readers too
 	if err := g.Wait(); err != nil {
 		return err
 	}
@@ -621,17 +634,18 @@ func (r *receiver) awaitSource(ctx context.Context) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, r.options.reconnect)
 	defer cancel()
-	main, urgent, err := r.l.awaitResume(wctx, r.session)
+	links, err := r.l.awaitResume(wctx, r.session)
 	if err != nil {
 		return err // the domain stays paused: its missing pages are only on the source
 	}
-	r.main, r.urgent = main, urgent
+	r.links.close()
+	r.links = links
 	missing, wanted := r.in.missing()
-	if err := r.main.w.Write(wire.TypeResume, wire.MarshalBitmap(missing)); err != nil {
+	if err := r.links.main.w.Write(wire.TypeResume, wire.MarshalBitmap(missing)); err != nil {
 		return fmt.Errorf("send the missing gfns: %w", err)
 	}
 	if len(wanted) > 0 {
-		if err := r.urgent.w.Write(wire.TypeRequest, wire.MarshalGFNs(wanted)); err != nil {
+		if err := r.links.urgent.w.Write(wire.TypeRequest, wire.MarshalGFNs(wanted)); err != nil {
 			return fmt.Errorf("ask again for pages vCPUs wait on: %w", err)
 		}
 	}
@@ -667,7 +681,7 @@ func (r *receiver) serveFaults(ctx context.Context, stop <-chan struct{}) error 
 			return err
 		}
 		if len(ask) > 0 {
-			if err := r.urgent.w.Write(wire.TypeRequest, wire.MarshalGFNs(ask)); err != nil {
+			if err := r.links.urgent.w.Write(wire.TypeRequest, wire.MarshalGFNs(ask)); err != nil {
 				select {
 				case <-stop:
 					return nil
@@ -679,8 +693,13 @@ func (r *receiver) serveFaults(ctx context.Context, stop <-chan struct{}) error 
 	}
 }
 
-// readPages installs the pages arriving on c until stop.
-func (r *receiver) readPages(ctx context.Context, c *conn, name string, stop <-chan struct{}) error {
+// readPages installs the pages arriving on c until stop, or until its
+// push-done on a page stream.
+func (r *receiver) readPages(ctx context.Context, c *conn, stop <-chan struct{}) error {
+	name := "urgent"
+	if c != r.links.urgent {
+		name = fmt.Sprintf("stream %d", c.stream)
+	}
 	for {
 		typ, body, err := c.r.Read()
 		if err != nil {
@@ -710,21 +729,100 @@ func (r *receiver) readPages(ctx context.Context, c *conn, name string, stop <-c
 			r.emit(Event{Kind: EventPages, Phase: phase, Pages: uint64(len(p.GFNs)), Bytes: uint64(len(body))})
 			runtime.Gosched() // let the fault path run between bulk batches
 		case wire.TypePushDone:
-			r.log.Debug("source finished pushing")
-			if c == r.main {
-				// Every pushed page came before this record; what is
-				// neither here, staged nor asked for will never come.
-				if n, first := r.in.unsent(); n > 0 {
-					err := fmt.Errorf("source finished pushing with %d owed gfns never sent (first %#x): %w", n, uint64(first), wire.ErrMalformed)
-					c.w.Write(wire.TypeAbort, abortRecord(err)) // so that it does not reconnect
-					return err
-				}
-				return nil // the rest of the main channel is read by run
+			if c == r.links.urgent {
+				return fmt.Errorf("push-done on the urgent channel: %w", wire.ErrMalformed)
 			}
+			if int(r.pushDone.Add(1)) < 1+len(r.links.bulk) {
+				return nil // the other streams are still pushing
+			}
+			r.log.Debug("source finished pushing")
+			// Every pushed page came before the last stream's push-done;
+			// what is neither here, staged nor asked for will never come.
+			if n, first := r.in.unsent(); n > 0 {
+				err := fmt.Errorf("source finished pushing with %d owed gfns never sent (first %#x): %w", n, uint64(first), wire.ErrMalformed)
+				r.links.main.w.Write(wire.TypeAbort, abortRecord(err)) // so that it does not reconnect
+				return err
+			}
+			return nil // the rest of the main channel is read by run
 		case wire.TypeAbort:
 			return abortError(body)
 		default:
 			return fmt.Errorf("unexpected %v record in post-copy: %w", typ, wire.ErrMalformed)
+		}
+	}
+}
+
+// bulkReaders take the pages the bulk streams carry before the switchover,
+// each stream up to its next sync.
+type bulkReaders struct {
+	g     errgroup.Group
+	first atomic.Pointer[error]
+}
+
+// readBulk reads every bulk stream up to its next sync record, writing or
+// staging the pages on the way. A failing stream closes main, so that the
+// control loop stops waiting there and finds the cause with cause.
+func (r *receiver) readBulk() *bulkReaders {
+	b := &bulkReaders{}
+	main := r.links.main
+	for _, c := range r.links.bulk {
+		b.g.Go(func() error {
+			err := r.readUntilSync(c)
+			if err != nil {
+				b.first.CompareAndSwap(nil, &err)
+				main.Close()
+			}
+			return err
+		})
+	}
+	return b
+}
+
+// wait waits for every bulk stream to reach its sync.
+func (b *bulkReaders) wait() error { return b.g.Wait() }
+
+// cause returns the first bulk stream's failure if there was one (the real
+// cause of err), else err.
+func (b *bulkReaders) cause(err error) error {
+	if first := b.first.Load(); first != nil {
+		return *first
+	}
+	return err
+}
+
+// earlyPages writes or stages a Pages record sent before the switchover.
+func (r *receiver) earlyPages(body []byte) error {
+	p, err := wire.UnmarshalPages(body)
+	if err == nil {
+		err = r.precopyPages(p)
+	}
+	if err != nil {
+		return err
+	}
+	phase := "precopy"
+	if !r.pausedAt.IsZero() {
+		phase = "stop"
+	}
+	r.emit(Event{Kind: EventPages, Phase: phase, Pages: uint64(len(p.GFNs)), Bytes: uint64(len(body))})
+	return nil
+}
+
+// readUntilSync takes c's pages until its sync record.
+func (r *receiver) readUntilSync(c *conn) error {
+	for {
+		typ, body, err := c.r.Read()
+		if err != nil {
+			return fmt.Errorf("bulk stream %d lost before the switchover: %w", c.stream, err)
+		}
+		switch typ {
+		case wire.TypeSync:
+			return nil
+		case wire.TypePages:
+			if err := r.earlyPages(body); err != nil {
+				return fmt.Errorf("bulk stream %d: %w", c.stream, err)
+			}
+		default:
+			return fmt.Errorf("bulk stream %d: unexpected %v record before the switchover: %w", c.stream, typ, wire.ErrMalformed)
 		}
 	}
 }
@@ -784,7 +882,7 @@ func (r *receiver) reportGuest(ctx context.Context) string {
 			break
 		}
 	}
-	if err := r.main.w.Write(wire.TypeGuestFinal, wire.MarshalJSON(rep)); err != nil {
+	if err := r.links.main.w.Write(wire.TypeGuestFinal, wire.MarshalJSON(rep)); err != nil {
 		r.log.WithError(err).Warn("could not send the guest report")
 	}
 	return rep.Digest

@@ -24,12 +24,13 @@ func (s *sender) reconnect(ctx context.Context, claims *claimSet, order *pushOrd
 	return nil
 }
 
-// use makes main and urgent the session's connections, counting what they
-// send.
-func (s *sender) use(main, urgent *conn) {
-	s.main, s.urgent = main, urgent
-	s.main.countWrites(&s.counter.bytes)
-	s.urgent.countWrites(&s.counter.bytes)
+// use makes l the session's connections, counting what they send.
+func (s *sender) use(l *links) {
+	s.links = l
+	l.urgent.countWrites(&s.counter.bytes)
+	for _, c := range l.streams() {
+		c.countWrites(&s.counter.bytes)
+	}
 }
 
 // redial reopens the session, with backoff, until the destination answers
@@ -39,25 +40,23 @@ func (s *sender) redial(ctx context.Context) (*hypervisor.Bitmap, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.plan.ReconnectTimeout)
 	defer cancel()
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
-		main, urgent, err := s.transport.dial(ctx, s.addr, s.session, true)
+		l, err := s.transport.dial(ctx, s.addr, s.session, true, s.streams)
 		if errors.Is(err, errNotSwitched) || errors.Is(err, errDestinationComplete) {
 			return nil, err
 		}
 		if err == nil {
-			body, err := main.expect(wire.TypeResume)
+			body, err := l.main.expect(wire.TypeResume)
 			var missing *hypervisor.Bitmap
 			if err == nil {
 				missing, err = wire.UnmarshalBitmap(body, s.populated.Len())
 			}
 			if err == nil {
-				s.main.Close()
-				s.urgent.Close()
-				s.use(main, urgent)
+				s.links.close()
+				s.use(l)
 				s.reconnects.Add(1)
 				return missing, nil
 			}
-			main.Close()
-			urgent.Close()
+			l.close()
 		}
 		s.log.WithError(err).Debug("reconnect attempt failed")
 		select {

@@ -36,14 +36,15 @@ type sender struct {
 	limiter *rate.Limiter
 	counter *counters
 
-	addr         string
-	session      sessionID
-	main, urgent *conn
-	reconnects   atomic.Int64
-	populated    *hypervisor.Bitmap
-	owned        atomic.Uint64 // non-zero pages seen, across phases (for pages_owned)
-	ownedSeen    *claimSet     // gfns counted in owned
-	progress     progressState
+	addr       string
+	session    sessionID
+	streams    int    // page streams: main and the bulk connections
+	links      *links // the session's connections, replaced on a reconnection
+	reconnects atomic.Int64
+	populated  *hypervisor.Bitmap
+	owned      atomic.Uint64 // non-zero pages seen, across phases (for pages_owned)
+	ownedSeen  *claimSet     // gfns counted in owned
+	progress   progressState
 }
 
 // counters are the sender's traffic measures, updated from several goroutines.
@@ -126,19 +127,20 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("domain %s: config: %w", info.Name, err)
 	}
-	s.addr, s.session = addr, newSessionID()
-	main, urgent, err := s.transport.dial(ctx, addr, s.session, false)
+	s.addr, s.session, s.streams = addr, newSessionID(), s.plan.streams()
+	links, err := s.transport.dial(ctx, addr, s.session, false, s.streams)
 	if err != nil {
 		return nil, err
 	}
-	s.use(main, urgent)
-	defer func() { s.main.Close(); s.urgent.Close() }() // the last pair, after reconnections
+	s.use(links)
+	defer func() { s.links.close() }() // the last ones, after reconnections
+	s.log = s.log.WithField("streams", s.streams)
 
 	// Until the switchover, every failure lands here and resumes the domain.
 	var suspendAsked, logDirty bool
 	cancelBalloon := func() {}
 	undo := func(cause error) error {
-		s.main.w.Write(wire.TypeAbort, abortRecord(cause))
+		s.links.main.w.Write(wire.TypeAbort, abortRecord(cause))
 		cancelBalloon()
 		if logDirty {
 			s.hv.DisableLogDirty(s.dom)
@@ -186,10 +188,10 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	if err != nil {
 		return nil, undo(err)
 	}
-	if err := s.main.w.Write(wire.TypeConfig, body); err != nil {
+	if err := s.links.main.w.Write(wire.TypeConfig, body); err != nil {
 		return nil, undo(fmt.Errorf("send config: %w", err))
 	}
-	prepared, err := s.main.expect(wire.TypePrepared)
+	prepared, err := s.links.main.expect(wire.TypePrepared)
 	if err != nil {
 		return nil, undo(fmt.Errorf("destination preparation: %w", err))
 	}
@@ -248,7 +250,10 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	if err != nil {
 		return nil, undo(fmt.Errorf("layout at the suspend: %w", err))
 	}
-	if err := s.main.w.Write(wire.TypeLayout, wire.MarshalBitmap(now)); err != nil {
+	if err := s.syncStreams(); err != nil {
+		return nil, undo(err)
+	}
+	if err := s.links.main.w.Write(wire.TypeLayout, wire.MarshalBitmap(now)); err != nil {
 		return nil, undo(fmt.Errorf("send the layout at the suspend: %w", err))
 	}
 	s.populated = now
@@ -277,7 +282,7 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 			if err := s.sendSet(ctx, owed, 0, "stop"); err != nil {
 				return nil, undo(err)
 			}
-		} else if err := s.main.w.Write(wire.TypeOwed, wire.MarshalGFNs(owed.GFNs())); err != nil {
+		} else if err := s.links.main.w.Write(wire.TypeOwed, wire.MarshalGFNs(owed.GFNs())); err != nil {
 			return nil, undo(fmt.Errorf("send owed list: %w", err))
 		}
 	}
@@ -298,10 +303,13 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	if err != nil {
 		return nil, undo(fmt.Errorf("save vCPU state: %w", err))
 	}
-	if err := s.main.w.Write(wire.TypeCPU, wire.MarshalCPU(cpu)); err != nil {
+	if err := s.syncStreams(); err != nil {
+		return nil, undo(err)
+	}
+	if err := s.links.main.w.Write(wire.TypeCPU, wire.MarshalCPU(cpu)); err != nil {
 		return nil, undo(fmt.Errorf("send vCPU state: %w", err))
 	}
-	if _, err := s.main.expect(wire.TypeReady); err != nil {
+	if _, err := s.links.main.expect(wire.TypeReady); err != nil {
 		return nil, undo(fmt.Errorf("destination restoring vCPU state: %w", err))
 	}
 
@@ -314,9 +322,9 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 		return fmt.Errorf("%w: %v; the domain is paused here as %s%s and may be running on %s",
 			ErrCommitted, err, info.Name, MigratedAwaySuffix, addr)
 	}
-	err = s.main.w.Write(wire.TypeGo)
+	err = s.links.main.w.Write(wire.TypeGo)
 	if err == nil {
-		_, err = s.main.expect(wire.TypeResumed)
+		_, err = s.links.main.expect(wire.TypeResumed)
 	}
 	if err != nil {
 		// Did go arrive? Only the destination knows: ask it.
@@ -348,13 +356,13 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 		} else if err != nil {
 			return nil, committed(err)
 		}
-	} else if _, err := s.main.expect(wire.TypeComplete); err != nil {
+	} else if _, err := s.links.main.expect(wire.TypeComplete); err != nil {
 		return nil, committed(err)
 	}
 	res.TotalMS = ms(time.Since(s.start))
 	s.progress.set("complete", 0, 0)
 
-	body, err = s.main.expect(wire.TypeStats)
+	body, err = s.links.main.expect(wire.TypeStats)
 	if err != nil {
 		return nil, committed(err)
 	}
@@ -365,7 +373,7 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	if err := s.hv.Destroy(s.dom); err != nil {
 		s.log.WithError(err).Warn("could not destroy the source copy")
 	}
-	if err := s.main.w.Write(wire.TypeFinished); err != nil {
+	if err := s.links.main.w.Write(wire.TypeFinished); err != nil {
 		s.log.WithError(err).Warn("could not tell the destination we finished")
 	}
 	s.fill(res, rep)
@@ -454,7 +462,7 @@ func (s *sender) fill(res *Result, rep receiverReport) {
 // guestReport waits for the destination's word on a simulated guest's final
 // memory.
 func (s *sender) guestReport(res *Result) {
-	body, err := s.main.expect(wire.TypeGuestFinal)
+	body, err := s.links.main.expect(wire.TypeGuestFinal)
 	if err != nil {
 		s.log.WithError(err).Warn("no guest report from the destination")
 		return

@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	mathbits "math/bits"
 	"slices"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/xenmig/xenmig/hypervisor"
 	"github.com/xenmig/xenmig/xenmig/internal/wire"
@@ -14,24 +17,61 @@ import (
 // phasePrecopy names the pages sent while the guest still runs here.
 const phasePrecopy = "precopy"
 
-// sendSet sends every gfn of set in ascending order on the main channel.
+// streamChunk is how many consecutive gfns go on one page stream before the
+// next stream takes over (2 MiB). A gfn always travels on the same stream, so
+// a later round's copy of it can never overtake an earlier one.
+const streamChunk = 512
+
+// streamOf returns the page stream that carries g's pre-copy pages.
+func streamOf(g hypervisor.GFN, streams int) int {
+	return int(uint64(g) / streamChunk % uint64(streams))
+}
+
+// sendSet sends every gfn of set in ascending order, each stream its share
+// of chunks, in parallel.
 func (s *sender) sendSet(ctx context.Context, set *hypervisor.Bitmap, flags wire.PageFlags, phase string) error {
+	streams := s.links.streams()
+	g, gctx := errgroup.WithContext(ctx)
+	for i, c := range streams {
+		g.Go(func() error { return s.sendShare(gctx, c, set, i, len(streams), flags, phase) })
+	}
+	return g.Wait()
+}
+
+// sendShare sends the gfns of set in stream i's chunks on c.
+func (s *sender) sendShare(ctx context.Context, c *conn, set *hypervisor.Bitmap, i, streams int, flags wire.PageFlags, phase string) error {
 	sc := newScratch(s.plan.BatchPages)
 	batch := make([]hypervisor.GFN, 0, s.plan.BatchPages)
-	var err error
-	set.ForEach(func(g hypervisor.GFN) {
-		if err != nil {
-			return
+	words := set.Words()
+	const chunkWords = streamChunk / 64
+	for w := i * chunkWords; w < len(words); w += streams * chunkWords {
+		for j := w; j < min(w+chunkWords, len(words)); j++ {
+			for bits := words[j]; bits != 0; bits &= bits - 1 {
+				batch = append(batch, hypervisor.GFN(j*64+mathbits.TrailingZeros64(bits)))
+				if len(batch) == cap(batch) {
+					if err := s.sendPages(ctx, c, sc, batch, flags, phase); err != nil {
+						return err
+					}
+					batch = batch[:0]
+				}
+			}
 		}
-		if batch = append(batch, g); len(batch) == cap(batch) {
-			err = s.sendPages(ctx, s.main, sc, batch, flags, phase)
-			batch = batch[:0]
-		}
-	})
-	if err == nil && len(batch) > 0 {
-		err = s.sendPages(ctx, s.main, sc, batch, flags, phase)
 	}
-	return err
+	if len(batch) > 0 {
+		return s.sendPages(ctx, c, sc, batch, flags, phase)
+	}
+	return nil
+}
+
+// syncStreams tells the receiver that every page sent so far on the bulk
+// streams precedes main's next control record.
+func (s *sender) syncStreams() error {
+	for _, c := range s.links.bulk {
+		if err := c.w.Write(wire.TypeSync); err != nil {
+			return fmt.Errorf("sync bulk stream %d: %w", c.stream, err)
+		}
+	}
+	return nil
 }
 
 // scratch is one sending goroutine's buffers.

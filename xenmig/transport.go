@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,9 +46,10 @@ var (
 // writer.
 type conn struct {
 	net.Conn
-	tcp *net.TCPConn // the socket under TLS, for its buffer sizes
-	r   *wire.Reader
-	w   *wire.Writer
+	tcp    *net.TCPConn // the socket under TLS, for its buffer sizes
+	stream uint8        // index among the page streams (0: main, urgent)
+	r      *wire.Reader
+	w      *wire.Writer
 }
 
 // newConn wraps a connection that has said its Hello with the transport's
@@ -142,23 +144,57 @@ func newSessionID() sessionID {
 	return id
 }
 
-// dial opens the main and urgent connections of session id to addr and
-// completes both handshakes; resume reopens a session that broke after the
-// switchover.
-func (t Transport) dial(ctx context.Context, addr string, id sessionID, resume bool) (main, urgent *conn, err error) {
-	main, err = t.dialRole(ctx, addr, wire.RoleMain, id, resume)
-	if err != nil {
-		return nil, nil, err
-	}
-	urgent, err = t.dialRole(ctx, addr, wire.RoleUrgent, id, resume)
-	if err != nil {
-		main.Close()
-		return nil, nil, err
-	}
-	return main, urgent, nil
+// links is a session's connections: main (control, and page stream 0),
+// urgent, and the bulk page streams 1..n-1.
+type links struct {
+	main, urgent *conn
+	bulk         []*conn
 }
 
-func (t Transport) dialRole(ctx context.Context, addr string, role wire.Role, id sessionID, resume bool) (*conn, error) {
+// streams returns the connections that carry pushed pages: main first.
+func (l *links) streams() []*conn { return append([]*conn{l.main}, l.bulk...) }
+
+// close closes every connection.
+func (l *links) close() {
+	l.main.Close()
+	l.urgent.Close()
+	for _, c := range l.bulk {
+		c.Close()
+	}
+}
+
+// dial opens the connections of session id to addr — main, urgent, then
+// streams-1 bulk ones — and completes their handshakes; resume reopens a
+// session that broke after the switchover.
+func (t Transport) dial(ctx context.Context, addr string, id sessionID, resume bool, streams int) (*links, error) {
+	l := &links{}
+	h := wire.Hello{Version: wire.Version, Session: id, Resume: resume, Streams: uint8(streams)}
+	var err error
+	h.Role = wire.RoleMain
+	if l.main, err = t.dialRole(ctx, addr, h); err != nil {
+		return nil, err
+	}
+	h.Role = wire.RoleUrgent
+	if l.urgent, err = t.dialRole(ctx, addr, h); err != nil {
+		l.main.Close()
+		return nil, err
+	}
+	h.Role = wire.RoleBulk
+	for i := 1; i < streams; i++ {
+		h.Stream = uint8(i)
+		c, err := t.dialRole(ctx, addr, h)
+		if err != nil {
+			l.close()
+			return nil, err
+		}
+		c.stream = h.Stream
+		l.bulk = append(l.bulk, c)
+	}
+	return l, nil
+}
+
+func (t Transport) dialRole(ctx context.Context, addr string, h wire.Hello) (*conn, error) {
+	role := h.Role
 	ctx, cancel := context.WithTimeout(ctx, t.dialTimeout())
 	defer cancel()
 	d := net.Dialer{}
@@ -188,7 +224,7 @@ func (t Transport) dialRole(ctx context.Context, addr string, role wire.Role, id
 	deadline, _ := ctx.Deadline()
 	c.SetDeadline(deadline)
 	c.r.Allow(wire.TypeHelloAck)
-	if err := c.w.Write(wire.TypeHello, wire.Hello{Version: wire.Version, Role: role, Session: id, Resume: resume}.Marshal()); err != nil {
+	if err := c.w.Write(wire.TypeHello, h.Marshal()); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("hello to %s: %w", addr, err)
 	}
@@ -310,13 +346,13 @@ type Listener struct {
 	closed    chan struct{}
 
 	mu       sync.Mutex
-	urgents  map[sessionID]chan urgentConn // urgent connections awaited by a main
-	resumers map[sessionID]chan pairing    // receivers waiting for a session to resume
-	live     map[sessionID]chan struct{}   // receivers serving a post-copy: told when the sender reopens
-	ended    map[sessionID]string          // how recent sessions ended: wire.Session*
-	endOrder []sessionID                   // ended's keys, oldest first
-	mains    chan pairing                  // new sessions
-	err      error                         // why accepting stopped; set before mains is closed
+	joining  map[sessionID]*joining      // sessions whose main awaits its other connections
+	resumers map[sessionID]chan pairing  // receivers waiting for a session to resume
+	live     map[sessionID]chan struct{} // receivers serving a post-copy: told when the sender reopens
+	ended    map[sessionID]string        // how recent sessions ended: wire.Session*
+	endOrder []sessionID                 // ended's keys, oldest first
+	mains    chan pairing                // new sessions
+	err      error                       // why accepting stopped; set before mains is closed
 }
 
 // maxHandshakes bounds the connections a Listener holds before their
@@ -341,16 +377,24 @@ func (l *Listener) remember(id sessionID, how string) {
 	}
 }
 
-// pairing is a session's two connections.
+// pairing is a session's connections, all there.
 type pairing struct {
-	main, urgent *conn
-	id           sessionID
+	links *links
+	id    sessionID
 }
 
-// urgentConn is an urgent connection that has said its Hello.
-type urgentConn struct {
-	nc  net.Conn
-	tcp *net.TCPConn
+// rawConn is an urgent or bulk connection that has said its Hello.
+type rawConn struct {
+	nc     net.Conn
+	tcp    *net.TCPConn
+	stream uint8
+}
+
+// joining collects the urgent and bulk connections of a session whose main
+// connection has arrived.
+type joining struct {
+	urgent chan rawConn
+	bulk   chan rawConn
 }
 
 // Listen starts accepting migrations on ln. Options: WithLogger (refused
@@ -359,7 +403,7 @@ func Listen(ln net.Listener, t Transport, opts ...Option) *Listener {
 	o := buildOptions(opts)
 	l := &Listener{ln: ln, transport: t, log: o.log, slots: make(chan struct{}, maxHandshakes),
 		refusals: newRefusalLog(o.log), closed: make(chan struct{}),
-		urgents: map[sessionID]chan urgentConn{}, resumers: map[sessionID]chan pairing{},
+		joining: map[sessionID]*joining{}, resumers: map[sessionID]chan pairing{},
 		live: map[sessionID]chan struct{}{}, ended: map[sessionID]string{}, mains: make(chan pairing)}
 	go l.acceptLoop()
 	return l
@@ -443,7 +487,7 @@ func (l *Listener) handshake(nc net.Conn) {
 		l.mu.Lock()
 		deliver, waiting := l.resumers[id]
 		ended := l.ended[id]
-		_, dup := l.urgents[id]
+		_, dup := l.joining[id]
 		if h.Resume && !waiting || dup {
 			if kick, ok := l.live[id]; ok && h.Resume && !dup {
 				// The sender found the connections broken before we
@@ -467,93 +511,132 @@ func (l *Listener) handshake(nc net.Conn) {
 			}
 			return
 		}
-		ch := make(chan urgentConn, 1)
-		l.urgents[id] = ch
+		j := &joining{urgent: make(chan rawConn, 1), bulk: make(chan rawConn, wire.MaxStreams)}
+		l.joining[id] = j
 		l.mu.Unlock()
-		u, err := l.awaitUrgent(nc, id, ch, deadline)
+		u, bulk, err := l.awaitOthers(nc, id, j, int(h.Streams), deadline)
 		if err != nil {
 			l.refusals.refused(nc.RemoteAddr(), err.Error())
 			nc.Close()
 			return
 		}
+		c := &links{main: newConn(nc, tcp, l.transport), urgent: newConn(u.nc, u.tcp, l.transport)}
 		nc.SetDeadline(time.Time{})
 		u.nc.SetDeadline(time.Time{})
-		p := pairing{main: newConn(nc, tcp, l.transport), urgent: newConn(u.nc, u.tcp, l.transport), id: id}
+		for _, b := range bulk {
+			b.nc.SetDeadline(time.Time{})
+			bc := newConn(b.nc, b.tcp, l.transport)
+			bc.stream = b.stream
+			c.bulk = append(c.bulk, bc)
+		}
+		p := pairing{links: c, id: id}
 		if !h.Resume {
 			select {
 			case l.mains <- p:
 			case <-l.closed:
-				p.main.Close()
-				p.urgent.Close()
+				c.close()
 			}
 			return
 		}
 		select {
 		case deliver <- p:
 		default:
-			p.main.Close() // the receiver already has a resumed pair
-			p.urgent.Close()
+			c.close() // the receiver already has a resumed session
 		}
-	case wire.RoleUrgent:
+	case wire.RoleUrgent, wire.RoleBulk:
 		l.mu.Lock()
-		ch, ok := l.urgents[id]
-		delete(l.urgents, id)
+		j, ok := l.joining[id]
 		l.mu.Unlock()
 		if !ok {
-			l.refuse(nc, "urgent channel for an unknown session", "")
+			l.refuse(nc, fmt.Sprintf("%v channel for an unknown session", h.Role), "")
 			return
+		}
+		ch := j.urgent
+		if h.Role == wire.RoleBulk {
+			ch = j.bulk
 		}
 		if err := writeAck(nc, wire.Ack{OK: true, Version: wire.Version}); err != nil {
 			nc.Close()
 			return
 		}
-		ch <- urgentConn{nc, tcp}
+		select {
+		case ch <- rawConn{nc, tcp, h.Stream}:
+		default:
+			l.refuse(nc, fmt.Sprintf("more %v channels than the session has", h.Role), "")
+		}
 	default:
 		l.refuse(nc, fmt.Sprintf("unknown channel role %v", h.Role), "")
 	}
 }
 
-// awaitUrgent accepts a main channel's Hello and waits, until deadline, for
-// the urgent channel of the same session.
-func (l *Listener) awaitUrgent(nc net.Conn, id sessionID, ch chan urgentConn, deadline time.Time) (urgentConn, error) {
-	fail := func(err error) (urgentConn, error) {
+// awaitOthers accepts a main channel's Hello and waits, until deadline, for
+// the urgent channel and the streams-1 bulk ones of the same session; it
+// returns the bulk ones in stream order.
+func (l *Listener) awaitOthers(nc net.Conn, id sessionID, j *joining, streams int, deadline time.Time) (rawConn, []rawConn, error) {
+	var urgent rawConn
+	var bulk []rawConn
+	fail := func(err error) (rawConn, []rawConn, error) {
 		l.mu.Lock()
-		if l.urgents[id] == ch {
-			delete(l.urgents, id)
+		if l.joining[id] == j {
+			delete(l.joining, id)
 		}
 		l.mu.Unlock()
-		select {
-		case u := <-ch: // it came after all: close it too
-			u.nc.Close()
-		default:
+		if urgent.nc != nil {
+			urgent.nc.Close()
 		}
-		return urgentConn{}, err
+		for _, b := range bulk {
+			b.nc.Close()
+		}
+		for { // those that came after all: close them too
+			select {
+			case u := <-j.urgent:
+				u.nc.Close()
+			case b := <-j.bulk:
+				b.nc.Close()
+			default:
+				return rawConn{}, nil, err
+			}
+		}
 	}
 	if err := writeAck(nc, wire.Ack{OK: true, Version: wire.Version}); err != nil {
 		return fail(fmt.Errorf("acknowledge the main channel: %w", err))
 	}
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
-	select {
-	case u := <-ch:
-		return u, nil
-	case <-t.C:
-		return fail(errors.New("the sender never opened its urgent channel"))
-	case <-l.closed:
-		return fail(errors.New("the listener closed"))
+	for urgent.nc == nil || len(bulk) < streams-1 {
+		select {
+		case urgent = <-j.urgent:
+		case b := <-j.bulk:
+			bulk = append(bulk, b)
+		case <-t.C:
+			return fail(fmt.Errorf("the sender opened %d of its %d bulk channels and urgent=%t", len(bulk), streams-1, urgent.nc != nil))
+		case <-l.closed:
+			return fail(errors.New("the listener closed"))
+		}
 	}
+	l.mu.Lock()
+	delete(l.joining, id)
+	l.mu.Unlock()
+	// Bulk connections arrive in any order: put each at its index.
+	slices.SortFunc(bulk, func(a, b rawConn) int { return int(a.stream) - int(b.stream) })
+	for i, b := range bulk {
+		if int(b.stream) != i+1 {
+			return fail(fmt.Errorf("bulk channel %d opened twice, %d never", b.stream, i+1))
+		}
+	}
+	return urgent, bulk, nil
 }
 
-// accept returns the next new session's two connections.
-func (l *Listener) accept(ctx context.Context) (main, urgent *conn, id sessionID, err error) {
+// accept returns the next new session's connections.
+func (l *Listener) accept(ctx context.Context) (*links, sessionID, error) {
 	select {
 	case <-ctx.Done():
-		return nil, nil, id, ctx.Err()
+		return nil, sessionID{}, ctx.Err()
 	case p, ok := <-l.mains:
 		if !ok {
-			return nil, nil, id, fmt.Errorf("accept: %w", l.err)
+			return nil, sessionID{}, fmt.Errorf("accept: %w", l.err)
 		}
-		return p.main, p.urgent, p.id, nil
+		return p.links, p.id, nil
 	}
 }
 
@@ -573,7 +656,7 @@ func (l *Listener) serving(id sessionID) (kick <-chan struct{}, done func()) {
 }
 
 // awaitResume waits, until ctx is done, for the sender to reopen session id.
-func (l *Listener) awaitResume(ctx context.Context, id sessionID) (main, urgent *conn, err error) {
+func (l *Listener) awaitResume(ctx context.Context, id sessionID) (*links, error) {
 	ch := make(chan pairing, 1)
 	l.mu.Lock()
 	l.resumers[id] = ch
@@ -585,8 +668,8 @@ func (l *Listener) awaitResume(ctx context.Context, id sessionID) (main, urgent 
 	}()
 	select {
 	case <-ctx.Done():
-		return nil, nil, fmt.Errorf("waiting for the source to reconnect: %w", ctx.Err())
+		return nil, fmt.Errorf("waiting for the source to reconnect: %w", ctx.Err())
 	case p := <-ch:
-		return p.main, p.urgent, nil
+		return p.links, nil
 	}
 }

@@ -43,6 +43,7 @@ func (a *app) plan() xenmig.Plan {
 	p.Push = xenmig.Push(m.Push)
 	p.Pivots = m.Pivots
 	p.BatchPages = m.BatchPages
+	p.Streams = m.Streams
 	p.Bandwidth = int64(m.Bandwidth.BytesPerSecond())
 	p.PrecopyMaxRounds = m.PrecopyMaxRounds
 	p.PrecopyDirtyThreshold = m.PrecopyDirtyThreshold

@@ -22,6 +22,7 @@ import (
 type planFlags struct {
 	mode, push string
 	pivots     int
+	streams    int
 	bandwidth  string
 	balloon    bool
 	json       bool
@@ -31,6 +32,7 @@ func (f *planFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.mode, "mode", "", "precopy, postcopy or hybrid (default: migration.mode, postcopy)")
 	fs.StringVar(&f.push, "push", "", "post-copy push order: demand, sequential, prepaging or workingset (default: migration.push)")
 	fs.IntVar(&f.pivots, "pivots", 0, "pre-paging pivots (default: migration.pivots, 7)")
+	fs.IntVar(&f.streams, "streams", 0, "TCP connections carrying pages in parallel, 1-16 (default: migration.streams; 0 there: one per CPU up to 4, 1 under 2.4 Gbit/s of --bandwidth)")
 	fs.StringVar(&f.bandwidth, "bandwidth", "", `limit the migration's rate, e.g. "500mbit" or "100MiB/s" (default: migration.bandwidth, unlimited)`)
 	fs.BoolVar(&f.balloon, "balloon", false, "ask the guest's self-ballooning agent to give back free memory first")
 	fs.BoolVar(&f.json, "json", false, "print the result as one JSON object on standard output")
@@ -38,7 +40,7 @@ func (f *planFlags) register(fs *pflag.FlagSet) {
 
 // plan is the configured plan with the flags on top.
 func (f *planFlags) plan(a *app) (xenmig.Plan, error) {
-	c := planChoices{mode: xenmig.Mode(f.mode), push: xenmig.Push(f.push), pivots: f.pivots, balloon: f.balloon}
+	c := planChoices{mode: xenmig.Mode(f.mode), push: xenmig.Push(f.push), pivots: f.pivots, streams: f.streams, balloon: f.balloon}
 	if f.bandwidth != "" {
 		var r conf.Rate
 		if err := r.UnmarshalText([]byte(f.bandwidth)); err != nil {
@@ -57,6 +59,7 @@ type planChoices struct {
 	mode      xenmig.Mode
 	push      xenmig.Push
 	pivots    int
+	streams   int
 	bandwidth int64 // bytes per second
 	balloon   bool
 }
@@ -75,6 +78,9 @@ func (c planChoices) over(p xenmig.Plan) (xenmig.Plan, error) {
 	}
 	if c.pivots != 0 {
 		p.Pivots = c.pivots
+	}
+	if c.streams != 0 {
+		p.Streams = c.streams
 	}
 	if c.bandwidth != 0 {
 		p.Bandwidth = c.bandwidth

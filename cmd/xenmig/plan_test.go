@@ -79,3 +79,23 @@ func TestGuestSizeFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanStreams: --streams overrides the configured count, and a count
+// the protocol cannot carry is refused.
+func TestPlanStreams(t *testing.T) {
+	for _, tc := range []struct {
+		streams, want int
+		err           error
+	}{
+		{0, 0, nil}, // the configured choice (0: chosen from the CPUs and the link)
+		{3, 3, nil},
+		{16, 16, nil},
+		{17, 0, xenmig.ErrBadPlan},
+		{-1, 0, xenmig.ErrBadPlan},
+	} {
+		p, err := planChoices{streams: tc.streams}.over(xenmig.DefaultPlan())
+		if !errors.Is(err, tc.err) || (err == nil && p.Streams != tc.want) {
+			t.Errorf("over(streams %d) = %d, %v, want %d, %v", tc.streams, p.Streams, err, tc.want, tc.err)
+		}
+	}
+}

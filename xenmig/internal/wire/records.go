@@ -10,14 +10,19 @@ import (
 	"github.com/xenmig/xenmig/hypervisor"
 )
 
-// Role says which of a migration's two connections a Hello opens.
+// Role says which of a migration's connections a Hello opens.
 type Role uint8
 
 // Connection roles.
 const (
 	RoleMain   Role = 1 // control and bulk pages, sender -> receiver
 	RoleUrgent Role = 2 // fault requests receiver -> sender, demanded pages back
+	RoleBulk   Role = 3 // more bulk pages, sender -> receiver, beside main's
 )
+
+// MaxStreams bounds the page streams of a session (main and the bulk
+// connections).
+const MaxStreams = 16
 
 func (r Role) String() string {
 	switch r {
@@ -25,13 +30,15 @@ func (r Role) String() string {
 		return "main"
 	case RoleUrgent:
 		return "urgent"
+	case RoleBulk:
+		return "bulk"
 	}
 	return fmt.Sprintf("role(%d)", uint8(r))
 }
 
 // Hello opens a connection: the sender's protocol version, the connection's
-// role, the migration's session id, shared by its two connections, and
-// flags.
+// role, the migration's session id, shared by its connections, flags, and
+// where the connection stands among the session's page streams.
 type Hello struct {
 	Version uint32
 	Role    Role
@@ -39,9 +46,13 @@ type Hello struct {
 	// Resume reopens a session whose connections broke after the
 	// switchover, to finish its post-copy phase.
 	Resume bool
+	// Streams is how many connections carry pages (main and the bulk
+	// ones), 1..MaxStreams; Stream is this one's index: 0 for main,
+	// 1..Streams-1 for bulk, 0 for urgent.
+	Streams, Stream uint8
 }
 
-const helloSize = len(Magic) + 4 + 1 + 16 + 1
+const helloSize = len(Magic) + 4 + 1 + 16 + 1 + 2
 
 const helloResume = 1 << 0
 
@@ -56,19 +67,28 @@ func (h Hello) Marshal() []byte {
 	if h.Resume {
 		flags |= helloResume
 	}
-	return append(b, flags)
+	return append(b, flags, h.Streams, h.Stream)
 }
 
 // UnmarshalHello decodes a Hello. A body without the magic is not xenmig.
+// A Hello of another version has only its Version set: its layout may
+// differ, and the caller refuses it.
 func UnmarshalHello(b []byte) (Hello, error) {
-	if len(b) < len(Magic) || string(b[:len(Magic)]) != Magic {
+	if len(b) < len(Magic)+4 || string(b[:len(Magic)]) != Magic {
 		return Hello{}, fmt.Errorf("hello: bad magic: %w", ErrMalformed)
+	}
+	if v := binary.LittleEndian.Uint32(b[8:]); v != Version {
+		return Hello{Version: v}, nil
 	}
 	if len(b) != helloSize {
 		return Hello{}, fmt.Errorf("hello: %d bytes, want %d: %w", len(b), helloSize, ErrMalformed)
 	}
-	h := Hello{Version: binary.LittleEndian.Uint32(b[8:]), Role: Role(b[12]), Resume: b[29]&helloResume != 0}
+	h := Hello{Version: binary.LittleEndian.Uint32(b[8:]), Role: Role(b[12]), Resume: b[29]&helloResume != 0,
+		Streams: b[30], Stream: b[31]}
 	copy(h.Session[:], b[13:29])
+	if h.Streams < 1 || h.Streams > MaxStreams || h.Stream >= h.Streams || (h.Role == RoleBulk) != (h.Stream > 0) {
+		return Hello{}, fmt.Errorf("hello: stream %d of %d for the %v channel: %w", h.Stream, h.Streams, h.Role, ErrMalformed)
+	}
 	return h, nil
 }
 

@@ -20,7 +20,7 @@ import (
 )
 
 // Version is the protocol version this build speaks. Both ends must agree.
-const Version = 1
+const Version = 2
 
 // Magic opens every Hello body.
 const Magic = "XENMIG\x00\x01"
@@ -59,6 +59,7 @@ const (
 	TypeGuestFinal Type = 17 // receiver: guest ran to its end; memory digest
 	TypeResume     Type = 18 // receiver, on a resumed session: the gfns it still lacks
 	TypeLayout     Type = 19 // sender, once paused: the populated gfns now
+	TypeSync       Type = 20 // sender, on bulk streams: pages before it precede main's next control record
 )
 
 var typeNames = map[Type]string{
@@ -67,7 +68,7 @@ var typeNames = map[Type]string{
 	TypeCPU: "cpu", TypeReady: "ready", TypeGo: "go", TypeResumed: "resumed",
 	TypeRequest: "request", TypePushDone: "push-done", TypeComplete: "complete",
 	TypeAbort: "abort", TypeStats: "stats", TypeFinished: "finished",
-	TypeGuestFinal: "guest-final", TypeResume: "resume", TypeLayout: "layout",
+	TypeGuestFinal: "guest-final", TypeResume: "resume", TypeLayout: "layout", TypeSync: "sync",
 }
 
 // bodyBounds is the largest body of the record types that are small: the

@@ -19,7 +19,7 @@ func TestRecordRoundTrip(t *testing.T) {
 		t    Type
 		body []byte
 	}{
-		{TypeHello, Hello{Version: Version, Role: RoleUrgent, Session: [16]byte{1, 2}}.Marshal()},
+		{TypeHello, Hello{Version: Version, Role: RoleUrgent, Session: [16]byte{1, 2}, Streams: 1}.Marshal()},
 		{TypePushDone, nil},
 		{TypePages, bytes.Repeat([]byte{7}, 3*hypervisor.PageSize)},
 	}
@@ -162,13 +162,36 @@ func FuzzReader(f *testing.F) {
 
 func TestHelloRoundTrip(t *testing.T) {
 	for _, h := range []Hello{
-		{Version: Version, Role: RoleMain, Session: [16]byte{9}},
-		{Version: Version, Role: RoleUrgent, Session: [16]byte{1, 2, 3}, Resume: true},
+		{Version: Version, Role: RoleMain, Session: [16]byte{9}, Streams: 1},
+		{Version: Version, Role: RoleUrgent, Session: [16]byte{1, 2, 3}, Resume: true, Streams: 4},
+		{Version: Version, Role: RoleBulk, Session: [16]byte{7}, Streams: 4, Stream: 3},
 	} {
 		got, err := UnmarshalHello(h.Marshal())
 		if err != nil || got != h {
 			t.Errorf("UnmarshalHello(Marshal(%+v)) = %+v, %v", h, got, err)
 		}
+	}
+}
+
+func TestHelloRejectsBadStream(t *testing.T) {
+	for _, h := range []Hello{
+		{Version: Version, Role: RoleMain, Streams: 0},
+		{Version: Version, Role: RoleMain, Streams: MaxStreams + 1},
+		{Version: Version, Role: RoleMain, Streams: 2, Stream: 1},
+		{Version: Version, Role: RoleBulk, Streams: 2, Stream: 0},
+		{Version: Version, Role: RoleBulk, Streams: 2, Stream: 2},
+	} {
+		if _, err := UnmarshalHello(h.Marshal()); !errors.Is(err, ErrMalformed) {
+			t.Errorf("UnmarshalHello(%+v) = %v, want ErrMalformed", h, err)
+		}
+	}
+}
+
+func TestHelloOtherVersion(t *testing.T) {
+	old := Hello{Version: Version - 1, Role: RoleMain, Streams: 1}.Marshal()
+	old = old[:len(old)-2] // version 1 had no stream fields
+	if h, err := UnmarshalHello(old); err != nil || h.Version != Version-1 {
+		t.Errorf("UnmarshalHello(version %d) = %+v, %v, want its version and no error", Version-1, h, err)
 	}
 }
 
@@ -225,7 +248,7 @@ func TestReaderBoundsAllocation(t *testing.T) {
 		t.Errorf("Read(config) allowing only hello = %v, want ErrMalformed", err)
 	}
 	var buf bytes.Buffer
-	NewWriter(&buf).Write(TypeHello, Hello{Version: Version, Role: RoleMain}.Marshal())
+	NewWriter(&buf).Write(TypeHello, Hello{Version: Version, Role: RoleMain, Streams: 1}.Marshal())
 	if h, err := ReadHello(&buf); err != nil || h.Role != RoleMain {
 		t.Errorf("ReadHello(hello) = %+v, %v", h, err)
 	}

@@ -73,7 +73,8 @@ func (e *guestError) Unwrap() error { return hypervisor.ErrGuestUnsupported }
 // It returns nil, or one error per unmet precondition joined with
 // errors.Join, each wrapping hypervisor.ErrGuestUnsupported.
 //
-// It checks: not dom0, an HVM/PVH guest (not PV), hardware-assisted paging,
+// It checks: not dom0, a PVH guest (not PV, not HVM with a device model),
+// hardware-assisted paging,
 // not crashed, dying or shut down. Passthrough and populate-on-demand are not
 // visible in domain info: EnablePaging detects them (EMLINK, EXDEV), and
 // GuestWarnings flags a likely PoD guest.
@@ -83,10 +84,14 @@ func CheckGuest(info hypervisor.DomainInfo) error {
 	if info.ID == 0 {
 		add("dom0 cannot be migrated")
 	}
-	if !info.HVM {
-		add("it is a PV guest; Xen pages only HVM and PVH guests (and migrating PV guests " +
-			"needs shadow paging, which Debian's Xen lacks); migrate it with --mode precopy")
-	} else if !info.HAP {
+	switch {
+	case !info.HVM:
+		add("it is a PV guest; xenmig migrates PVH guests (type = \"pvh\"): Xen pages only HVM and " +
+			"PVH guests, and migrating PV guests needs shadow paging, which Debian's Xen lacks")
+	case info.DeviceModel:
+		add("it is an HVM guest with a device model, whose state xenmig does not carry; xenmig " +
+			"migrates PVH guests (type = \"pvh\"); use `xl migrate` for this one")
+	case !info.HAP:
 		add(MsgNoHAP)
 	}
 	switch info.State {

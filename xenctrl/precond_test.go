@@ -15,7 +15,8 @@ func TestCheckGuest(t *testing.T) {
 		edit  func(*hypervisor.DomainInfo)
 		wants []string // substrings, one per expected problem; none = pageable
 	}{
-		{"HVM with HAP", func(*hypervisor.DomainInfo) {}, nil},
+		{"PVH with HAP", func(*hypervisor.DomainInfo) {}, nil},
+		{"HVM with a device model", func(i *hypervisor.DomainInfo) { i.DeviceModel = true }, []string{"device model"}},
 		{"paused is fine", func(i *hypervisor.DomainInfo) { i.State = hypervisor.StatePaused }, nil},
 		{"PV guest", func(i *hypervisor.DomainInfo) { i.HVM, i.HAP = false, false }, []string{"PV guest"}},
 		{"no HAP", func(i *hypervisor.DomainInfo) { i.HAP = false }, []string{"hardware-assisted paging"}},

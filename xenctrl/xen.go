@@ -596,8 +596,8 @@ func (h *Host) SaveCPU(d hypervisor.DomID) (hypervisor.CPUState, error) {
 }
 
 // RestoreCPU wraps xc_domain_set_tsc_info, xc_hvm_param_set for each saved
-// parameter and xc_domain_hvm_setcontext, in the restorer's order, into a
-// paused d.
+// parameter that differs from d's (xc_hvm_param_get) and
+// xc_domain_hvm_setcontext, in the restorer's order, into a paused d.
 func (h *Host) RestoreCPU(d hypervisor.DomID, s hypervisor.CPUState) error {
 	t := s.TSC
 	if rc, err := C.xc_domain_set_tsc_info(h.xch, C.uint32_t(d), C.uint32_t(t.Mode), C.uint64_t(t.ElapsedNsec), C.uint32_t(t.GTSCkHz), C.uint32_t(t.Incarnation)); rc != 0 {
@@ -606,6 +606,13 @@ func (h *Host) RestoreCPU(d hypervisor.DomID, s hypervisor.CPUState) error {
 	for _, p := range hvmSaveParams { // a fixed order, not the map's
 		v, ok := s.Params[p]
 		if !ok {
+			continue
+		}
+		// The shell's builder set most of them already, some for good
+		// (set-once: VIRIDIAN, IOREQ_*, MCA_CAP fail EEXIST when changed):
+		// only what differs is set.
+		var cur C.uint64_t
+		if rc, _ := C.xc_hvm_param_get(h.xch, C.uint32_t(d), C.uint32_t(p), &cur); rc == 0 && uint64(cur) == v {
 			continue
 		}
 		if rc, err := C.xc_hvm_param_set(h.xch, C.uint32_t(d), C.uint32_t(p), C.uint64_t(v)); rc != 0 {

@@ -359,6 +359,20 @@ func (r *receiver) relayout(now *hypervisor.Bitmap) error {
 	added := now.Clone()
 	added.AndNot(r.cfg.Populated)
 	if gfns := removed.GFNs(); len(gfns) > 0 {
+		if r.pager != nil {
+			// A paged-out gfn removed with nobody draining the ring
+			// posts a drop request Xen may lose, and its paged count
+			// never reaches zero: load it (a zero page) first, so the
+			// removal is an ordinary one.
+			for _, g := range gfns {
+				if r.special.Test(g) || r.direct.Test(g) {
+					continue
+				}
+				if err := r.pager.Load(g, zeroPage[:]); err != nil && !errors.Is(err, hypervisor.ErrNotPopulated) {
+					return fmt.Errorf("load gfn %#x before releasing it: %w", uint64(g), err)
+				}
+			}
+		}
 		if err := r.hv.Depopulate(r.dom, gfns); err != nil {
 			return fmt.Errorf("release %d gfns ballooned out since the preparation: %w", len(gfns), err)
 		}

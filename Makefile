@@ -5,7 +5,7 @@ GO      ?= go
 GOBIN   := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOBIN)/staticcheck
 
-.PHONY: all build build-xen test test-xen bench lint demo clean
+.PHONY: all build build-xen test test-xen bench lint demo clean xenlab test-xenlab
 
 all: build
 
@@ -44,5 +44,13 @@ lint:
 demo:
 	$(GO) run ./cmd/xenmig demo
 
+## xenlab: build the real-Xen lab (Xen 4.17 in QEMU, dom0 and guest from Debian packages), cached
+xenlab:
+	lab/xen/build
+
+## test-xenlab: run the lab's self-test and scenarios, summary and lab/xen/out/results.jsonl
+test-xenlab: xenlab
+	lab/xen/test
+
 clean:
-	rm -rf bin out
+	rm -rf bin out lab/xen/out

@@ -1,0 +1,41 @@
+#!/bin/sh
+# xenmig pre-copy of the running guest to the same host, over loopback
+# (plain TCP: loopback only). The guest must come out with zero bad pages,
+# its heartbeat going on for 10 s and more on the destination, and its disk
+# frontend connected and doing I/O.
+. /lab/lib.sh
+name=hb mode=${XENMIG_MODE:-precopy}
+guest_ensure $name || { result mode=$mode ok=false error="guest did not start"; exit 1; }
+domwatch_start
+wait_hb "$(now_ms)" 3 30
+id0=$(xl domid $name)
+vbd0=$(hb_field vbd)
+timeout 600 xenmig receive --listen 127.0.0.1:8002 --insecure-plaintext --json >/lab/out/receiver.json 2>/lab/out/receiver.log &
+rpid=$!
+sleep 2
+t0=$(now_ms)
+timeout 600 xenmig migrate $name 127.0.0.1:8002 --mode "$mode" --insecure-plaintext --json >/lab/out/migrate.json 2>/lab/out/migrate.log
+rc=$?
+t1=$(now_ms)
+vbdm=$(hb_field vbd)
+wait $rpid
+rrc=$?
+say "migrate rc=$rc receiver rc=$rrc: $(cat /lab/out/migrate.json)"
+tail -5 /lab/out/migrate.log /lab/out/receiver.log
+alive=false
+guest_alive_after "$t1" 12 && alive=true
+id1=$(xl domid $name 2>/dev/null)
+vbd1=$(hb_field vbd)
+vbd=$(vbd_state $name)
+xl list
+json=$(cat /lab/out/migrate.json)
+dt=$(printf '%s' "$json" | grep -o '"downtime_ms":[0-9.]*' | cut -d: -f2)
+ok=false
+[ $rc = 0 ] && [ $alive = true ] && [ "$(bad_pages)" = 0 ] && [ "$id1" != "$id0" ] && [ "$vbd" = 4 ] &&
+	[ $((vbd1 - vbdm)) -ge 10 ] && ok=true
+result mode="$mode" ok=$ok exit_code=$rc receiver_exit_code=$rrc total_ms=$((t1 - t0)) downtime_ms="${dt:-null}" \
+	dom0_downtime_ms="$(dom_downtime "$t0" "$t1")" heartbeat_gap_ms="$(hb_gap "$t0" "$t1")" \
+	bad_pages="$(bad_pages)" guest_alive_after=$alive domid_before="$id0" domid_after="${id1:-none}" \
+	vbd_state="$vbd" vbd_io_at_move="$vbdm" vbd_io_after="$vbd1" xenmig:="$json" \
+	error="$(grep -i -m1 -E 'error|fatal|panic' /lab/out/migrate.log /lab/out/receiver.log)"
+[ $ok = true ]

@@ -48,3 +48,5 @@ GUEST_KEY=$(key guest "$LAB_DIR/parts/guest.sh" "$LAB_DIR"/guest/* <(echo "$ROOT
 GUEST_DIR=$XENLAB_CACHE/guest-$GUEST_KEY
 MEMPAGING_KEY=$(key mempaging "$LAB_DIR/parts/xen-mempaging.sh" <(echo "$ROOTFS_KEY"; sha256sum "$XEN_SRC" 2>/dev/null || echo "$XEN_SRC"))
 MEMPAGING_DIR=$XENLAB_CACHE/xen-mempaging-$MEMPAGING_KEY
+QEMU_BPO_KEY=$(key qemu-bpo "$LAB_DIR/parts/qemu-backports.sh")
+QEMU_BPO_DIR=$XENLAB_CACHE/qemu-backports-$QEMU_BPO_KEY

@@ -36,10 +36,12 @@ CFG
 }
 
 # hbwatch_start: follow the guests' consoles into $HB (once per boot).
+# Background processes must not hold the scenario's output open: run's
+# wrapper tees it and waits for its end.
 hbwatch_start() {
 	[ -f /run/hbwatch.pid ] && return 0
 	: >"$HB"
-	hbwatch /var/log/xen/console "$HB" &
+	hbwatch /var/log/xen/console "$HB" </dev/null >/dev/null 2>&1 &
 	echo $! >/run/hbwatch.pid
 }
 
@@ -131,7 +133,7 @@ domwatch_start() {
 		t=$(now_ms)
 		xl list 2>/dev/null | awk -v t="$t" 'NR > 1 && $1 != "Domain-0" {print t, $1, $5}'
 		sleep 0.2
-	done) >>/lab/out/dom.txt &
+	done) </dev/null >>/lab/out/dom.txt 2>/dev/null &
 	echo $! >/run/domwatch.pid
 }
 
@@ -155,3 +157,19 @@ dom_downtime() {
 
 # guest_ensure NAME: start the guest unless it is already running.
 guest_ensure() { xl domid "$1" >/dev/null 2>&1 || guest_start "$@"; }
+
+# scratch_create NAME [MB]: a PVH domain created paused that never runs (no
+# disk): memory for tests that write it (self-test, benchmarks).
+scratch_create() {
+	mkdir -p /etc/xen
+	cat >"/etc/xen/$1.cfg" <<CFG
+name = "$1"
+type = "pvh"
+memory = ${2:-128}
+maxmem = ${2:-128}
+vcpus = 1
+kernel = "/lab/guest/vmlinuz"
+ramdisk = "/lab/guest/initrd"
+CFG
+	xl create -p "/etc/xen/$1.cfg"
+}

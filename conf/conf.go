@@ -299,6 +299,9 @@ func Parse(name string, data []byte) (Config, error) {
 	if err := unknownKeys(name, md.Undecoded()); err != nil {
 		return Config{}, err
 	}
+	if err := negativeUnsigned(name, data); err != nil {
+		return Config{}, err
+	}
 	c.Source = name
 	if err := c.Validate(); err != nil {
 		return Config{}, err
@@ -333,6 +336,40 @@ func unknownKeys(file string, keys []toml.Key) error {
 		}
 		errs = append(errs, &Error{File: file, Err: msg})
 	}
+	return errors.Join(errs...)
+}
+
+// negativeUnsigned reports the keys whose value is a negative integer but
+// whose setting is unsigned: toml wraps those (seed = -1 would become
+// 2^64-1) instead of refusing them.
+func negativeUnsigned(file string, data []byte) error {
+	var raw map[string]any
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		return decodeError(file, err)
+	}
+	var errs []error
+	var walk func(t reflect.Type, raw map[string]any, prefix string)
+	walk = func(t reflect.Type, raw map[string]any, prefix string) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+			v, ok := raw[name]
+			if name == "" || name == "-" || !ok {
+				continue
+			}
+			switch f.Type.Kind() {
+			case reflect.Struct:
+				if sub, ok := v.(map[string]any); ok {
+					walk(f.Type, sub, prefix+name+".")
+				}
+			case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+				if n, ok := v.(int64); ok && n < 0 {
+					errs = append(errs, &Error{File: file, Key: prefix + name, Err: fmt.Errorf("must not be negative, got %d", n)})
+				}
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config](), raw, "")
 	return errors.Join(errs...)
 }
 

@@ -270,6 +270,8 @@ func TestParseErrors(t *testing.T) {
 		{"[migration]\nbandwidth = \"1gbps\"", `xenmig.toml:2: migration.bandwidth: invalid rate "1gbps": unknown unit "gbps" (want e.g. "1gbit", "100mbit", "125MB/s" or 0 for unlimited)`},
 		{"[sim.guest]\nmemory = \"1 GB and a bit\"", `xenmig.toml:2: sim.guest.memory: invalid size "1 GB and a bit": unknown unit "GB and a bit" (want e.g. "256M" or "256MiB" (binary), "1GB" (10^9 bytes) or a number of bytes)`},
 		{"[sim.guest]\nmemory = -4096", `xenmig.toml:2: sim.guest.memory: size "-4096" is negative`},
+		{"[sim.guest]\nseed = -1", `xenmig.toml: sim.guest.seed: must not be negative, got -1`},
+		{"[migration]\nbandwidth = \"1bit\"", `xenmig.toml:2: migration.bandwidth: rate "1bit" is under one byte a second (8bit): give at least 8bit, or 0 for unlimited`},
 		{"[sim.guest]\nmemory = true", `xenmig.toml:2: sim.guest.memory: invalid size "true" (want e.g. "256M" or "256MiB" (binary), "1GB" (10^9 bytes) or a number of bytes)`},
 		{"[migration]\nprecopy_max_factor = \"x\"", `xenmig.toml:2: migration.precopy_max_factor: incompatible types: TOML value has type string; destination has type float`},
 		{"log = 3", `xenmig.toml:1: log: type mismatch for conf.LogConfig: expected table but found int64`},

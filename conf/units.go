@@ -117,6 +117,8 @@ const (
 	Kbit Rate = 1e3 // kilobit per second
 	Mbit Rate = 1e6 // megabit per second
 	Gbit Rate = 1e9 // gigabit per second
+	// MinRate is the smallest limit: one byte a second.
+	MinRate Rate = 8
 )
 
 var rateUnits = map[string]float64{
@@ -159,6 +161,11 @@ func (r *Rate) UnmarshalText(text []byte) error {
 	v, err := parseQuantity(string(text), rateUnits, "rate", `e.g. "1gbit", "100mbit", "125MB/s" or 0 for unlimited`)
 	if err != nil {
 		return err
+	}
+	if v > 0 && v < MinRate.BitsPerSecond() {
+		// Under a byte a second: a limit in bytes would round it to
+		// nothing, that is, to unlimited.
+		return fmt.Errorf("rate %q is under one byte a second (8bit): give at least 8bit, or 0 for unlimited", string(text))
 	}
 	*r = Rate(v)
 	return nil

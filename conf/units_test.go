@@ -146,6 +146,10 @@ func TestRateText(t *testing.T) {
 		{"1gbps", 0, `invalid rate "1gbps": unknown unit "gbps" (want e.g. "1gbit", "100mbit", "125MB/s" or 0 for unlimited)`},
 		{"125MB", 0, `invalid rate "125MB": unknown unit "MB" (want e.g. "1gbit", "100mbit", "125MB/s" or 0 for unlimited)`},
 		{"-1gbit", 0, `rate "-1gbit" is negative`},
+		{"8bit", 8, ""},
+		{"1B/s", 8, ""},
+		{"7bit", 0, `rate "7bit" is under one byte a second (8bit): give at least 8bit, or 0 for unlimited`},
+		{"1bit", 0, `rate "1bit" is under one byte a second (8bit): give at least 8bit, or 0 for unlimited`},
 	} {
 		var r Rate
 		err := r.UnmarshalText([]byte(tt.in))

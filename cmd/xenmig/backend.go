@@ -57,11 +57,18 @@ func (a *app) plan() xenmig.Plan {
 
 // destination is the receiver's address: HOST[:PORT], port migration.port
 // when none is given.
-func (a *app) destination(hostport string) string {
-	if _, _, err := net.SplitHostPort(hostport); err != nil {
-		return net.JoinHostPort(hostport, strconv.Itoa(a.cfg.Migration.Port))
+func (a *app) destination(hostport string) (string, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return net.JoinHostPort(hostport, strconv.Itoa(a.cfg.Migration.Port)), nil
 	}
-	return hostport
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", withCode(exitUsage, fmt.Errorf("destination %q: port %q is not a number from 1 to 65535", hostport, port))
+	}
+	if host == "" {
+		return "", withCode(exitUsage, fmt.Errorf("destination %q: no host", hostport))
+	}
+	return hostport, nil
 }
 
 // receiveOptions are the engine options of an incoming migration.

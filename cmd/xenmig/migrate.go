@@ -139,8 +139,13 @@ func (f *guestFlags) spec(a *app, name string, balloon bool) (sim.GuestSpec, err
 	if f.seed != 0 {
 		g.Seed = f.seed
 	}
-	if g.Used > g.Memory {
-		return sim.GuestSpec{}, withCode(exitUsage, fmt.Errorf("--used %v is more than the guest's memory %v", g.Used, g.Memory))
+	switch {
+	case g.Memory == 0:
+		return sim.GuestSpec{}, withCode(exitUsage, errors.New("--size must be more than 0"))
+	case g.Memory%conf.Size(hypervisor.PageSize) != 0:
+		return sim.GuestSpec{}, withCode(exitUsage, fmt.Errorf("--size %v is not a whole number of 4 KiB pages", g.Memory))
+	case g.Used > g.Memory:
+		return sim.GuestSpec{}, withCode(exitUsage, fmt.Errorf("--used %v is more than the guest's memory (--size) %v", g.Used, g.Memory))
 	}
 	spec := sim.GuestSpec{
 		Name:        name,
@@ -230,6 +235,11 @@ its memory equals an unmigrated run's.
 			}
 			ctx, host := cmd.Context(), args[1]
 			rt := a.chooseRoute(ctx, host, cmd.Flags().Changed("ssh-command"))
+			if !rt.ssh {
+				if _, err := a.destination(rt.addr); err != nil {
+					return err // a port out of range is a bad argument
+				}
+			}
 			a.log.WithField("host", host).Debug(rt.why)
 			if !rt.ssh && sf.paused {
 				return withCode(exitUsage, errors.New("-p needs the receiver started over ssh (-s), which leaves the domain paused; a daemon takes `xenmig receive --paused`"))

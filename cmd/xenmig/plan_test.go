@@ -59,7 +59,8 @@ func TestGuestSizeFlags(t *testing.T) {
 		{"1GiB", "4096kB", 262144, 1000, ""},
 		{"256MB", "", 62500, 62500, ""}, // 256e6 bytes: used defaults to the memory
 		{"256 megs", "", 0, 0, `--size: invalid size "256 megs": unknown unit "megs" (want e.g. "256M" or "256MiB" (binary), "1GB" (10^9 bytes) or a number of bytes)`},
-		{"256M", "300M", 0, 0, "--used 300MiB is more than the guest's memory 256MiB"},
+		{"256M", "300M", 0, 0, "--used 300MiB is more than the guest's memory (--size) 256MiB"},
+		{"0", "", 0, 0, "--size must be more than 0"},
 	} {
 		a := &app{cfg: conf.Default()}
 		a.cfg.Sim.Guest.Used = a.cfg.Sim.Guest.Memory
@@ -96,6 +97,36 @@ func TestPlanStreams(t *testing.T) {
 		p, err := planChoices{streams: tc.streams}.over(xenmig.DefaultPlan())
 		if !errors.Is(err, tc.err) || (err == nil && p.Streams != tc.want) {
 			t.Errorf("over(streams %d) = %d, %v, want %d, %v", tc.streams, p.Streams, err, tc.want, tc.err)
+		}
+	}
+}
+
+// TestDestinationPort: a destination whose port is not a port is a bad
+// argument (exit 2), not a failed migration.
+func TestDestinationPort(t *testing.T) {
+	a := &app{cfg: conf.Default()}
+	for _, tc := range []struct {
+		in, want string
+		bad      bool
+	}{
+		{"host", "host:8002", false},
+		{"10.0.0.2:9000", "10.0.0.2:9000", false},
+		{"[::1]:8002", "[::1]:8002", false},
+		{"host:99999", "", true},
+		{"host:0", "", true},
+		{"host:http", "", true},
+		{":8002", "", true},
+	} {
+		got, err := a.destination(tc.in)
+		var ee *exitError
+		if tc.bad {
+			if !errors.As(err, &ee) || ee.code != exitUsage {
+				t.Errorf("destination(%q) = %q, %v; want a usage error (exit %d)", tc.in, got, err, exitUsage)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("destination(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
 		}
 	}
 }

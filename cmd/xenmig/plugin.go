@@ -135,7 +135,10 @@ func (s *pluginServer) Migrate(ctx context.Context, req plugin.MigrateRequest) (
 	if err != nil {
 		return nil, err
 	}
-	addr := s.a.destination(req.Destination)
+	addr, err := s.a.destination(req.Destination)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", hypervisor.ErrInvalid, err)
+	}
 	t, err := s.a.transport(false)
 	if err != nil {
 		return nil, err

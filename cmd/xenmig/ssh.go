@@ -56,7 +56,7 @@ func (a *app) chooseRoute(ctx context.Context, host string, sshSet bool) route {
 	if err := a.cfg.RequireTLS(); err != nil {
 		return route{ssh: true, why: "no [tls] certificates configured (tls.cert, tls.key, tls.ca) for a daemon: start the receiver on HOST over ssh"}
 	}
-	addr := a.destination(host)
+	addr, _ := a.destination(host) // no port: never refused
 	d := net.Dialer{Timeout: time.Second}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {

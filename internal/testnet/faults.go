@@ -116,29 +116,42 @@ func (f *Faults) copy(l *link, dst, src net.Conn, fromClient bool) {
 	buf := make([]byte, 16<<10)
 	for {
 		n, err := src.Read(buf)
+		chunk := buf[:n]
 		if n > 0 && fromClient {
-			if at := f.at.Load(); at >= 0 && f.sent.Add(int64(n)) >= at {
+			before := f.sent.Add(int64(n)) - int64(n)
+			if at := f.at.Load(); at >= 0 && before+int64(n) >= at && !f.struck.Load() {
+				pass := n // a cut or a slow link strikes after this chunk
+				if f.fault == Stall && n >= 2 {
+					// The stall starts inside this chunk, at the byte
+					// asked for but never at its edges: the peer is left
+					// in the middle of what the chunk carried.
+					pass = int(min(max(at-before, 1), int64(n-1)))
+				}
+				if _, werr := dst.Write(chunk[:pass]); werr != nil {
+					return
+				}
+				chunk = chunk[pass:]
 				f.Strike()
 			}
 		}
-		for off := 0; off < n; {
+		for len(chunk) > 0 {
 			switch l.state.Load() {
 			case 1:
-				off = n // swallowed
+				chunk = nil // swallowed
 				continue
 			case 2:
-				m := min(n-off, 4<<10)
+				m := min(len(chunk), 4<<10)
 				time.Sleep(time.Duration(m) * time.Second / SlowRate)
-				if _, err := dst.Write(buf[off : off+m]); err != nil {
+				if _, err := dst.Write(chunk[:m]); err != nil {
 					return
 				}
-				off += m
+				chunk = chunk[m:]
 				continue
 			}
-			if _, err := dst.Write(buf[off:n]); err != nil {
+			if _, err := dst.Write(chunk); err != nil {
 				return
 			}
-			off = n
+			chunk = nil
 		}
 		if err != nil {
 			return

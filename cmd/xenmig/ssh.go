@@ -83,14 +83,14 @@ func shellQuote(s string) string {
 }
 
 // sshCommandLine is what sh runs, as xl builds it: SSHCOMMAND HOST
-// xenmig receive --ssh-session ..., or HOST alone when SSHCOMMAND is empty.
-// The remote words are quoted twice: once for sh here, once for the shell
-// ssh starts on HOST.
-func sshCommandLine(f sshFlags, host, logLevel string) string {
+// xenmig [global flags] receive --ssh-session ..., or HOST alone when
+// SSHCOMMAND is empty. The remote words are quoted twice: once for sh
+// here, once for the shell ssh starts on HOST.
+func sshCommandLine(f sshFlags, host string, global []string) string {
 	if f.command == "" {
 		return host
 	}
-	remote := []string{f.remote, "--log-level", logLevel, "receive", "--ssh-session"}
+	remote := append(append([]string{f.remote}, global...), "receive", "--ssh-session")
 	if f.paused {
 		remote = append(remote, "--paused")
 	}
@@ -110,7 +110,13 @@ func (a *app) startSSHReceiver(ctx context.Context, f sshFlags, host string) (*s
 	if err != nil {
 		return nil, err
 	}
-	line := sshCommandLine(f, host, a.cfg.Log.Level)
+	// The receiver logs as we do and, if we were told which backend to use,
+	// uses it too; everything else is HOST's own defaults.
+	global := []string{"--log-level", a.cfg.Log.Level}
+	if a.backend != "" {
+		global = append(global, "--backend", a.backend)
+	}
+	line := sshCommandLine(f, host, global)
 	a.log.WithField("command", line).Debug("starting the receiver over ssh")
 	cmd := exec.CommandContext(ctx, "sh", "-c", line)
 	cmd.Stderr = os.Stderr // ssh's complaints and the receiver's log

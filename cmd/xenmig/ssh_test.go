@@ -199,3 +199,38 @@ func TestSSHEmptyCommand(t *testing.T) {
 		t.Errorf("migrate -s '' result %s (%v): want digest_match true", out, err)
 	}
 }
+
+// TestSSHCommandLine: the command sh runs is xl's: SSHCOMMAND HOST and the
+// receiving command, its words quoted for both shells; HOST alone for -s "".
+func TestSSHCommandLine(t *testing.T) {
+	global := []string{"--log-level", "info"}
+	for _, tc := range []struct {
+		f    sshFlags
+		host string
+		want string
+	}{
+		{sshFlags{command: "ssh", remote: "xenmig"}, "hostB",
+			`ssh 'hostB' ''\''xenmig'\''' ''\''--log-level'\''' ''\''info'\''' ''\''receive'\''' ''\''--ssh-session'\'''`},
+		{sshFlags{command: "ssh -p 2222", remote: "/opt/x y/xenmig", paused: true}, "root@hostB",
+			`ssh -p 2222 'root@hostB' ''\''/opt/x y/xenmig'\''' ''\''--log-level'\''' ''\''info'\''' ''\''receive'\''' ''\''--ssh-session'\''' ''\''--paused'\'''`},
+		{sshFlags{command: "", remote: "xenmig"}, "xenmig receive --ssh-session", "xenmig receive --ssh-session"},
+	} {
+		if got := sshCommandLine(tc.f, tc.host, global); got != tc.want {
+			t.Errorf("sshCommandLine(%+v, %q) = %s, want %s", tc.f, tc.host, got, tc.want)
+		}
+		// What the remote shell finally runs: sh here, then sh there.
+		if tc.f.command == "ssh" {
+			out, err := exec.Command("sh", "-c", "f() { shift; echo \"$@\"; }; f "+strings.TrimPrefix(tc.want, "ssh ")).Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			remote, err := exec.Command("sh", "-c", "printf '%s|' "+strings.TrimSpace(string(out))).Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := "xenmig|--log-level|info|receive|--ssh-session|"; string(remote) != want {
+				t.Errorf("the remote shell runs %q, want %q", remote, want)
+			}
+		}
+	}
+}

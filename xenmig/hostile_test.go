@@ -172,7 +172,7 @@ func TestRefusalDiagnoses(t *testing.T) {
 		{"sender without a certificate", ca.transport(t, true, ca), noCert,
 			"client certificate", "no certificate", xenmig.ErrAuth},
 		{"plaintext sender, TLS receiver", ca.transport(t, true, ca), xenmig.Transport{DialTimeout: 2 * time.Second},
-			"expects TLS", "not TLS", xenmig.ErrNotXenmig},
+			"may expect TLS", "not TLS", xenmig.ErrNotXenmig},
 		{"TLS sender, plaintext receiver", xenmig.Transport{DialTimeout: 2 * time.Second}, ca.transport(t, false, ca),
 			"insecure_plaintext", "speaks TLS", xenmig.ErrAuth},
 	} {

@@ -105,7 +105,7 @@ func dialDiagnosis(err error, useTLS bool) string {
 		if useTLS {
 			return "the receiver closed the connection during the handshake: it may run with tls.insecure_plaintext, or refused our certificate"
 		}
-		return "the receiver closed the connection after our plaintext hello: it probably expects TLS (drop --insecure-plaintext and configure tls)"
+		return "the receiver closed the connection after our plaintext hello: it may expect TLS (drop --insecure-plaintext and configure tls), or it refused us (its log says why)"
 	}
 	return ""
 }

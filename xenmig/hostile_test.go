@@ -234,6 +234,7 @@ func TestStallAfterSwitchover(t *testing.T) {
 	dom := boot(t, src, spec, 500)
 	p := plan(xenmig.PostCopy, xenmig.PushSequential)
 	p.Bandwidth = 32 << 20 // a push of about 12 MiB that the stall meets half way
+	p.EarlyPush = false    // no page on main before the switchover
 	res, err := xenmig.Migrate(context.Background(), src, dom, via.Addr, p, testLog("src"), xenmig.WithTransport(tr))
 	if err != nil {
 		t.Fatalf("Migrate() through a stalled connection = %v", err)

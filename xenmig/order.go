@@ -28,6 +28,21 @@ func (c *claimSet) claim(g hypervisor.GFN) bool {
 	return c.words[g/64].Or(bit)&bit == 0
 }
 
+// test reports whether g is marked.
+func (c *claimSet) test(g hypervisor.GFN) bool {
+	return uint64(g) < c.n && c.words[g/64].Load()&(1<<(g%64)) != 0
+}
+
+// bitmap returns the marked gfns; no claim may run concurrently.
+func (c *claimSet) bitmap() *hypervisor.Bitmap {
+	b := hypervisor.NewBitmap(c.n)
+	w := b.Words()
+	for i := range c.words {
+		w[i] = c.words[i].Load()
+	}
+	return b
+}
+
 // release unmarks every gfn of set, so they can be claimed (and sent) again.
 func (c *claimSet) release(set *hypervisor.Bitmap) {
 	for i, w := range set.Words() {

@@ -71,6 +71,11 @@ type Plan struct {
 	// HybridRounds is the number of pre-copy rounds before a hybrid switch;
 	// 0 switches when the dirty set stops shrinking (at most PrecopyMaxRounds).
 	HybridRounds int
+	// EarlyPush (post-copy) sends pages while the destination prepares:
+	// those that arrive before the switchover are installed there, not
+	// paged out, so the preparation overlaps the transfer. Pages the guest
+	// writes again before the switchover cross twice.
+	EarlyPush bool
 	// DemandIdle is how long demand-only paging waits without a fault
 	// before it sends what is left in order; DemandMax bounds the whole
 	// demand-only phase.
@@ -106,6 +111,7 @@ func DefaultPlan() Plan {
 		PrecopyDirtyThreshold: 50,
 		PrecopyMaxFactor:      3,
 		HybridRounds:          2,
+		EarlyPush:             true,
 		DemandIdle:            time.Second,
 		DemandMax:             10 * time.Second,
 		BalloonWait:           10 * time.Second,

@@ -81,6 +81,12 @@ type receiver struct {
 	direct *hypervisor.Bitmap
 
 	pausedAt time.Time // when the layout at the source's pause arrived
+	prepMS   float64   // how long the preparation took
+
+	// Post-copy: the preparation runs while the source sends pages early
+	// (prep); early are the gfns so installed and still current.
+	prep  *preparer
+	early *hypervisor.Bitmap
 
 	pushDone atomic.Int32 // streams whose push-done came, this round
 }
@@ -108,6 +114,9 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 		// A sender that lost its connections at the switchover and
 		// comes back learns that nothing of the domain is kept here.
 		r.l.remember(r.session, wire.SessionNotSwitched)
+		if r.prep != nil {
+			r.prep.stop() // it writes prepared on main
+		}
 		r.links.main.w.Write(wire.TypeAbort, abortRecord(cause))
 		if r.pager != nil {
 			r.pager.Close()
@@ -134,14 +143,16 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 	if err := r.checkSpecial(); err != nil {
 		return nil, undo(err)
 	}
-	if err := r.prepare(mode != PreCopy); err != nil {
+	if err := r.prepare(ctx, mode, start); err != nil {
 		return nil, undo(err)
 	}
-	prepMS := ms(time.Since(start))
-	if err := r.links.main.w.Write(wire.TypePrepared, wire.MarshalGFNs(r.direct.GFNs())); err != nil {
-		return nil, undo(fmt.Errorf("send prepared: %w", err))
-	}
-	r.log.WithField("ms", prepMS).Info("domain shell prepared")
+	if r.prep == nil {
+		r.prepMS = ms(time.Since(start))
+		if err := r.links.main.w.Write(wire.TypePrepared, wire.MarshalGFNs(r.direct.GFNs())); err != nil {
+			return nil, undo(fmt.Errorf("send prepared: %w", err))
+		}
+		r.log.WithField("ms", r.prepMS).Info("domain shell prepared")
+	} // else the preparer says prepared once it is
 
 	// Until Go: pages (pre-copy), the owed list (hybrid), the vCPU state.
 	// Pages come on every stream; the layout and the vCPU state are taken
@@ -179,10 +190,16 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 			r.bulk = r.readBulk() // the last dirty pages (pre-copy) come next
 		case wire.TypeOwed:
 			gfns, err := wire.UnmarshalGFNs(body)
-			if err != nil || r.in == nil {
+			if err == nil && r.prep != nil {
+				err = r.installEarly(gfns)
+			} else if err != nil || r.in == nil {
 				return nil, undo(fmt.Errorf("owed list: %w", errors.Join(err, wire.ErrMalformed)))
+			} else {
+				r.in.forget(gfns)
 			}
-			r.in.forget(gfns)
+			if err != nil {
+				return nil, undo(fmt.Errorf("owed list: %w", err))
+			}
 		case wire.TypeCPU:
 			s, err := wire.UnmarshalCPU(body)
 			if err == nil {
@@ -199,7 +216,10 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 			if !ready {
 				return nil, undo(fmt.Errorf("go before vCPU state: %w", wire.ErrMalformed))
 			}
-			return r.switchover(ctx, mode, prepMS)
+			if r.prep != nil && r.in == nil {
+				return nil, undo(fmt.Errorf("go without the owed list: %w", wire.ErrMalformed))
+			}
+			return r.switchover(ctx, mode, r.prepMS)
 		case wire.TypeAbort:
 			return nil, undo(abortError(body))
 		default:
@@ -259,7 +279,8 @@ func (r *receiver) refuse(err error) error {
 // prepare makes the shell's memory layout the source's and, for post-copy,
 // pages every gfn out so the guest's first touch of each faults to us. It runs
 // while the source still runs: on Xen each evict costs microseconds.
-func (r *receiver) prepare(paging bool) error {
+func (r *receiver) prepare(ctx context.Context, mode Mode, start time.Time) error {
+	paging := mode != PreCopy
 	shell, err := r.hv.Populated(r.dom)
 	if err != nil {
 		return fmt.Errorf("shell layout: %w", err)
@@ -297,25 +318,58 @@ func (r *receiver) prepare(paging bool) error {
 	}
 	out := want.Clone()
 	out.AndNot(r.special)
+	if mode == PostCopy {
+		// Paged out while the source sends pages early; the installer
+		// comes with the owed list, at the pause.
+		r.prep = r.startPreparer(ctx, out, start)
+		return nil
+	}
 	if err := r.pageOut(out); err != nil {
 		return err
 	}
-	r.in = newInstaller(r.pager, r.owed(want))
-	if r.options.events != nil {
-		r.in.onFault = func(d time.Duration) { r.emit(Event{Kind: EventFault, Latency: d}) }
-	}
+	r.newInstaller(want)
 	if n := r.direct.Count(); n > 0 {
 		r.log.WithField("gfns", n).Info("pages held mapped here cannot be paged out; they come in the downtime")
 	}
 	return nil
 }
 
+// newInstaller makes the installer of what populated owes.
+func (r *receiver) newInstaller(populated *hypervisor.Bitmap) {
+	r.in = newInstaller(r.pager, r.owed(populated))
+	if r.options.events != nil {
+		r.in.onFault = func(d time.Duration) { r.emit(Event{Kind: EventFault, Latency: d}) }
+	}
+}
+
+// installEarly settles the pages sent while this side prepared: those
+// written again since (stale) are paged out again with what never came,
+// and the installer owes the rest.
+func (r *receiver) installEarly(stale []hypervisor.GFN) error {
+	kept, busy, err := r.prep.finish(r.cfg.Populated, stale)
+	if err != nil {
+		return err
+	}
+	r.early = kept
+	r.newInstaller(r.cfg.Populated)
+	// The source sends these with the other unpageable ones, in the
+	// downtime.
+	if err := r.links.main.w.Write(wire.TypeDirect, wire.MarshalGFNs(busy)); err != nil {
+		return fmt.Errorf("send the gfns paging could not take: %w", err)
+	}
+	return nil
+}
+
 // owed is what the installer waits for out of the populated set: all but
-// the special pages and the gfns paging could not take.
+// the special pages, the gfns paging could not take, and the pages that
+// came before the switchover and are current.
 func (r *receiver) owed(populated *hypervisor.Bitmap) *hypervisor.Bitmap {
 	o := populated.Clone()
 	o.AndNot(r.special)
 	o.AndNot(r.direct)
+	if r.early != nil {
+		o.AndNot(r.early)
+	}
 	return o
 }
 
@@ -325,27 +379,32 @@ func (r *receiver) owed(populated *hypervisor.Bitmap) *hypervisor.Bitmap {
 func (r *receiver) pageOut(set *hypervisor.Bitmap) error {
 	var evictErr error
 	set.ForEach(func(g hypervisor.GFN) {
-		if evictErr != nil {
-			return
-		}
-		err := r.pager.Nominate(g)
-		if err == nil {
-			err = r.pager.Evict(g)
-			if err != nil && !errors.Is(err, hypervisor.ErrBusy) {
-				evictErr = fmt.Errorf("evict gfn %#x: %w", uint64(g), err)
-				return
-			}
-		}
-		switch {
-		case errors.Is(err, hypervisor.ErrBusy):
-			// Nominated and touched (evict EBUSY) leaves the gfn
-			// present too: it is written directly as well.
-			r.direct.Set(g)
-		case err != nil:
-			evictErr = fmt.Errorf("nominate gfn %#x: %w", uint64(g), err)
+		if evictErr == nil {
+			evictErr = r.pageOutOne(g)
 		}
 	})
 	return evictErr
+}
+
+// pageOutOne nominates and evicts g; if Xen will not page it, it joins
+// r.direct.
+func (r *receiver) pageOutOne(g hypervisor.GFN) error {
+	err := r.pager.Nominate(g)
+	if err == nil {
+		err = r.pager.Evict(g)
+		if err != nil && !errors.Is(err, hypervisor.ErrBusy) {
+			return fmt.Errorf("evict gfn %#x: %w", uint64(g), err)
+		}
+	}
+	switch {
+	case errors.Is(err, hypervisor.ErrBusy):
+		// Nominated and touched (evict EBUSY) leaves the gfn
+		// present too: it is written directly as well.
+		r.direct.Set(g)
+	case err != nil:
+		return fmt.Errorf("nominate gfn %#x: %w", uint64(g), err)
+	}
+	return nil
 }
 
 // relayout matches the shell to the source's layout at its pause: gfns the
@@ -807,7 +866,9 @@ func (b *bulkReaders) cause(err error) error {
 // earlyPages writes or stages a Pages record sent before the switchover.
 func (r *receiver) earlyPages(body []byte) error {
 	p, err := wire.UnmarshalPages(body)
-	if err == nil {
+	if err == nil && r.prep != nil && r.pausedAt.IsZero() {
+		err = r.prep.install(p)
+	} else if err == nil {
 		err = r.precopyPages(p)
 	}
 	if err != nil {

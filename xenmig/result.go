@@ -21,7 +21,12 @@ type Result struct {
 	PreparationMS float64 `json:"preparation_ms"` // connect .. destination ready to receive
 	ResumeMS      float64 `json:"resume_ms"`      // destination: go .. guest unpaused
 	PrecopyRounds int     `json:"precopy_rounds"`
-	Reconnects    int64   `json:"reconnects"` // sessions reopened after a break at or after the switchover
+	// EarlyPages were sent in post-copy while the destination prepared,
+	// installed there instead of paged out; EarlyStale of them were written
+	// again before the switchover and owed once more.
+	EarlyPages uint64 `json:"early_pages,omitempty"`
+	EarlyStale uint64 `json:"early_stale,omitempty"`
+	Reconnects int64  `json:"reconnects"` // sessions reopened after a break at or after the switchover
 
 	GuestPages            uint64 `json:"guest_pages"`             // populated gfns when the copy began
 	PagesOwned            uint64 `json:"pages_owned"`             // populated non-zero pages: what must move at least once
@@ -106,6 +111,9 @@ func (r *Result) WriteTable(w io.Writer) error {
 	row("downtime", "%.2f ms", r.DowntimeMS)
 	row("preparation", "%.1f ms", r.PreparationMS)
 	row("resume on destination", "%.2f ms", r.ResumeMS)
+	if r.EarlyPages > 0 {
+		row("sent while preparing", "%d pages (%d written again)", r.EarlyPages, r.EarlyStale)
+	}
 	if r.PrecopyRounds > 0 {
 		row("pre-copy rounds", "%d", r.PrecopyRounds)
 	}

@@ -157,10 +157,11 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	if s.plan.Balloon {
 		cancelBalloon = s.squeeze(ctx)
 	}
-	if s.plan.Mode != PostCopy {
+	{
 		// Before the layout is read: a gfn the guest's balloon takes again
 		// after that read, and the guest then writes, must show in a
-		// dirty log, or it is never sent.
+		// dirty log, or it is never sent. Post-copy needs the log for the
+		// pages sent while the destination prepares.
 		if err := s.hv.EnableLogDirty(s.dom); err != nil {
 			return nil, undo(fmt.Errorf("enable log-dirty: %w", err))
 		}
@@ -191,22 +192,24 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	if err := s.links.main.w.Write(wire.TypeConfig, body); err != nil {
 		return nil, undo(fmt.Errorf("send config: %w", err))
 	}
-	prepared, err := s.links.main.expect(wire.TypePrepared)
+	var prepared []byte
+	var early *hypervisor.Bitmap // post-copy: sent while the destination prepared (maybe none)
+	switch {
+	case s.plan.Mode == PostCopy && s.plan.EarlyPush:
+		prepared, early, err = s.earlyPush(ctx)
+	case s.plan.Mode == PostCopy:
+		early = hypervisor.NewBitmap(s.populated.Len())
+		fallthrough
+	default:
+		prepared, err = s.links.main.expect(wire.TypePrepared)
+	}
 	if err != nil {
 		return nil, undo(fmt.Errorf("destination preparation: %w", err))
 	}
 	// The gfns the destination could not page out: sent in the downtime.
 	direct := hypervisor.NewBitmap(uint64(maxGFN) + 1)
-	if len(prepared) > 0 {
-		gfns, err := wire.UnmarshalGFNs(prepared)
-		if err != nil {
-			return nil, undo(fmt.Errorf("destination preparation: %w", err))
-		}
-		for _, g := range gfns {
-			if uint64(g) < direct.Len() {
-				direct.Set(g)
-			}
-		}
+	if err := addGFNs(direct, prepared); err != nil {
+		return nil, undo(fmt.Errorf("destination preparation: %w", err))
 	}
 	res.PreparationMS = ms(time.Since(s.start))
 	s.log.WithField("ms", res.PreparationMS).Info("destination prepared")
@@ -216,7 +219,7 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	var roundsStart time.Time
 	var roundsOps uint64
 	var dirty *hypervisor.Bitmap
-	if logDirty {
+	if s.plan.Mode != PostCopy {
 		if s.plan.Push == PushWorkingSet {
 			heat = make([]uint8, uint64(maxGFN)+1)
 		}
@@ -268,7 +271,9 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 		if err := s.hv.DisableLogDirty(s.dom); err != nil {
 			return nil, undo(fmt.Errorf("disable log-dirty: %w", err))
 		}
-		final.Or(dirty) // pages dirtied in the last round and not yet resent
+		if dirty != nil {
+			final.Or(dirty) // pages dirtied in the last round and not yet resent
+		}
 		final.And(s.populated)
 		if s.plan.Mode != PreCopy {
 			final.AndNot(direct)
@@ -277,13 +282,42 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 		if heat != nil {
 			final.ForEach(func(g hypervisor.GFN) { heat[g]++ })
 		}
+		if early != nil {
+			// Owed: what was not sent early, and what was but has been
+			// written since; the owed list names the latter, which the
+			// destination pages out again.
+			final.And(early)
+			owed = s.populated.Clone()
+			owed.AndNot(early)
+			owed.Or(final)
+			owed.AndNot(direct)
+			res.EarlyPages, res.EarlyStale = early.Count(), final.Count()
+			s.log.WithFields(logrus.Fields{"early": res.EarlyPages, "stale": res.EarlyStale}).Info("sent while the destination prepared")
+		}
 		if s.plan.Mode == PreCopy {
 			s.progress.set("stop-and-copy", 0, owed.Count())
 			if err := s.sendSet(ctx, owed, 0, "stop"); err != nil {
 				return nil, undo(err)
 			}
-		} else if err := s.links.main.w.Write(wire.TypeOwed, wire.MarshalGFNs(owed.GFNs())); err != nil {
-			return nil, undo(fmt.Errorf("send owed list: %w", err))
+		} else {
+			list := owed // hybrid: the staged copies to drop
+			if early != nil {
+				list = final // the early pages to page out again
+			}
+			if err := s.links.main.w.Write(wire.TypeOwed, wire.MarshalGFNs(list.GFNs())); err != nil {
+				return nil, undo(fmt.Errorf("send owed list: %w", err))
+			}
+			if early != nil {
+				// The early pages written again that the destination
+				// could not page out: sent in the downtime.
+				body, err := s.links.main.expect(wire.TypeDirect)
+				if err == nil {
+					err = addGFNs(direct, body)
+				}
+				if err != nil {
+					return nil, undo(fmt.Errorf("destination paging out at the suspend: %w", err))
+				}
+			}
 		}
 	}
 
@@ -419,6 +453,23 @@ func checkGuest(info hypervisor.DomainInfo, plan Plan) error {
 		return unsupported("it is an HVM guest with a device model, whose state xenmig does not carry; xenmig migrates PVH guests (type = \"pvh\"); use `xl migrate` for this one")
 	case plan.usesPaging() && !info.HAP:
 		return unsupported("it does not use hardware-assisted paging (HAP), which post-copy needs; migrate it with --mode precopy")
+	}
+	return nil
+}
+
+// addGFNs sets in b the gfns of a gfn-list body (empty: none).
+func addGFNs(b *hypervisor.Bitmap, body []byte) error {
+	if len(body) == 0 {
+		return nil
+	}
+	gfns, err := wire.UnmarshalGFNs(body)
+	if err != nil {
+		return err
+	}
+	for _, g := range gfns {
+		if uint64(g) < b.Len() {
+			b.Set(g)
+		}
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	mathbits "math/bits"
 	"slices"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -63,6 +64,100 @@ func (s *sender) sendShare(ctx context.Context, c *conn, set *hypervisor.Bitmap,
 	return nil
 }
 
+// earlyPush sends pages while the destination prepares (post-copy): a page
+// that arrives before the switchover is installed there rather than paged
+// out and fetched again, so the preparation overlaps the transfer instead of
+// adding to it. Pages the guest has written since log-dirty began are left
+// out (they would be stale by the switchover); the dirty log at the pause
+// names those sent here and written since. It returns the body of the
+// destination's prepared record and the gfns sent.
+func (s *sender) earlyPush(ctx context.Context) ([]byte, *hypervisor.Bitmap, error) {
+	s.progress.set("prepare", 0, s.populated.Count())
+	sent := newClaimSet(s.populated.Len())
+	stop := make(chan struct{})
+	g, gctx := errgroup.WithContext(ctx)
+	streams := s.links.streams()
+	for i, c := range streams {
+		g.Go(func() error { return s.earlyShare(gctx, c, i, len(streams), stop, sent) })
+	}
+	body, err := s.links.main.expect(wire.TypePrepared)
+	close(stop)
+	if gerr := g.Wait(); err == nil {
+		err = gerr
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return body, sent.bitmap(), nil
+}
+
+// hotRefresh is how often an early pusher looks at the dirty log again: a
+// guest writing in order at memory speed dirties some 2000 pages a
+// millisecond, which would cross the link again.
+const hotRefresh = time.Millisecond
+
+// earlyShare sends, on c, stream i's chunks of the populated gfns the guest
+// has not written since log-dirty began, until stop closes or none is left.
+func (s *sender) earlyShare(ctx context.Context, c *conn, i, streams int, stop <-chan struct{}, sent *claimSet) error {
+	sc := newScratch(s.plan.BatchPages)
+	sc.sent = sent
+	// Whatever is queued when the destination is prepared waits in front
+	// of the layout and the vCPU state, in the downtime: queue little.
+	queue := newSendQueue(c.tcp)
+	batch := make([]hypervisor.GFN, 0, s.plan.BatchPages)
+	words := s.populated.Words()
+	var hot *hypervisor.Bitmap
+	var peeked time.Time
+	flush := func() error {
+		select {
+		case <-stop:
+			return errStopped
+		default:
+		}
+		if time.Since(peeked) >= hotRefresh {
+			h, err := s.hv.DirtyLog(s.dom, false)
+			if err != nil {
+				return fmt.Errorf("peek at the dirty log: %w", err)
+			}
+			hot, peeked = h, time.Now()
+		}
+		// The guest wrote these since the last look: they would be
+		// stale by the switchover.
+		batch = slices.DeleteFunc(batch, hot.Test)
+		if len(batch) == 0 {
+			return nil
+		}
+		err := s.sendPages(ctx, c, sc, batch, 0, phasePrecopy)
+		batch = batch[:0]
+		queue.sent(sc.wrote)
+		return err
+	}
+	const chunkWords = streamChunk / 64
+	for w := i * chunkWords; w < len(words); w += streams * chunkWords {
+		for j := w; j < min(w+chunkWords, len(words)); j++ {
+			for bits := words[j]; bits != 0; bits &= bits - 1 {
+				batch = append(batch, hypervisor.GFN(j*64+mathbits.TrailingZeros64(bits)))
+				if len(batch) == cap(batch) {
+					if err := flush(); errors.Is(err, errStopped) {
+						return nil
+					} else if err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	if len(batch) > 0 {
+		if err := flush(); err != nil && !errors.Is(err, errStopped) {
+			return err
+		}
+	}
+	return nil
+}
+
+// errStopped ends an early pusher when the destination is prepared.
+var errStopped = errors.New("stopped")
+
 // syncStreams tells the receiver that every page sent so far on the bulk
 // streams precedes main's next control record.
 func (s *sender) syncStreams() error {
@@ -79,7 +174,8 @@ type scratch struct {
 	pages []byte
 	hdr   []byte
 	zero  []bool
-	wrote int // bytes of the last record sent
+	wrote int       // bytes of the last record sent
+	sent  *claimSet // if set, every gfn sent is marked in it
 }
 
 func newScratch(batch int) *scratch {
@@ -135,6 +231,11 @@ func (s *sender) sendPages(ctx context.Context, c *conn, sc *scratch, gfns []hyp
 		return fmt.Errorf("send %s pages: %w", phase, err)
 	}
 	sc.wrote = len(sc.hdr) + len(data) + wire.HeaderSize
+	if sc.sent != nil {
+		for _, g := range gfns {
+			sc.sent.claim(g)
+		}
+	}
 	n := uint64(len(data) / hypervisor.PageSize)
 	s.counter.add(&s.counter.phasePages, phase, n)
 	s.counter.add(&s.counter.phaseBytes, phase, uint64(sc.wrote))

@@ -149,8 +149,10 @@ func TestTwoProcessMigration(t *testing.T) {
 			if res.DigestMatch == nil || !*res.DigestMatch {
 				t.Errorf("digest_match = %v, want true", res.DigestMatch)
 			}
-			if res.PagesSent != res.PagesOwned || res.PagesOwned == 0 {
-				t.Errorf("pages_sent %d, pages_owned %d: want equal and non-zero", res.PagesSent, res.PagesOwned)
+			// Each page once, but those sent while the destination
+			// prepared and written again before the switchover.
+			if res.PagesSent < res.PagesOwned || res.PagesSent > res.PagesOwned+res.EarlyStale || res.PagesOwned == 0 {
+				t.Errorf("pages_sent %d, pages_owned %d, early_stale %d: want sent = owned (+ up to early_stale), non-zero", res.PagesSent, res.PagesOwned, res.EarlyStale)
 			}
 			if w == "stress" && res.NetworkFaults == 0 {
 				t.Errorf("network_faults = 0 for a busy stress guest, want > 0")

@@ -60,6 +60,7 @@ const (
 	TypeResume     Type = 18 // receiver, on a resumed session: the gfns it still lacks
 	TypeLayout     Type = 19 // sender, once paused: the populated gfns now
 	TypeSync       Type = 20 // sender, on bulk streams: pages before it precede main's next control record
+	TypeDirect     Type = 21 // receiver, post-copy, answering owed: more gfns it could not page out
 )
 
 var typeNames = map[Type]string{
@@ -68,7 +69,7 @@ var typeNames = map[Type]string{
 	TypeCPU: "cpu", TypeReady: "ready", TypeGo: "go", TypeResumed: "resumed",
 	TypeRequest: "request", TypePushDone: "push-done", TypeComplete: "complete",
 	TypeAbort: "abort", TypeStats: "stats", TypeFinished: "finished",
-	TypeGuestFinal: "guest-final", TypeResume: "resume", TypeLayout: "layout", TypeSync: "sync",
+	TypeGuestFinal: "guest-final", TypeResume: "resume", TypeLayout: "layout", TypeSync: "sync", TypeDirect: "direct",
 }
 
 // bodyBounds is the largest body of the record types that are small: the
@@ -80,7 +81,7 @@ var bodyBounds = map[Type]uint32{
 	TypeHello: uint32(helloSize), TypeHelloAck: smallBody, TypeAbort: smallBody,
 	TypeGuestFinal: smallBody, TypeStats: 1 << 20,
 	TypeReady: smallBody, TypeGo: smallBody, TypeResumed: smallBody, TypePushDone: smallBody,
-	TypeComplete: smallBody, TypeFinished: smallBody,
+	TypeComplete: smallBody, TypeFinished: smallBody, TypeSync: smallBody,
 }
 
 // MaxBodyOf returns the largest body a record of type t may have: its

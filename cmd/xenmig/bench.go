@@ -31,16 +31,30 @@ type benchMethod struct {
 type benchWorkload struct {
 	name, kind   string
 	workingSet   string  // "" for the workload's default
+	wsDivisor    uint64  // if set, the working set is the guest's size / wsDivisor
+	used         string  // memory in use at boot; "" for sim.guest.used, "all" for the guest's size
+	vcpus        int     // 0 for sim.guest.vcpus
 	writePercent int     // -1 for the workload's default
 	sweep        bool    // stress: in order, not at random
 	rate         float64 // steps per second per vCPU; 0 for the workload's own
 }
+
+// seqWriter is the sequential writer: one vCPU writing a byte of each page
+// of a quarter of memory in order, as fast as it can (10^7 pages a second):
+// the pattern whose post-copy best implementations bring to 1.05-1.15x
+// the floor.
+var seqWriter = benchWorkload{name: "seqwriter", kind: "stress", wsDivisor: 4, used: "1MiB", vcpus: 1,
+	writePercent: 100, sweep: true, rate: 1e7}
+
+// fullIdle is an idle guest whose every page is in use: the bulk rate.
+var fullIdle = benchWorkload{name: "idle-full", kind: "idle", used: "all", writePercent: -1}
 
 // benchMatrix is what `xenmig bench` runs.
 type benchMatrix struct {
 	methods   []benchMethod
 	workloads []benchWorkload
 	sizes     []conf.Size
+	rates     []uint64 // link rates, bits per second (0: unshaped); nil: bench.rate
 	reps      int
 }
 
@@ -60,6 +74,19 @@ func fullMatrix(reps int) benchMatrix {
 		},
 		sizes: []conf.Size{512 * conf.MiB, 2 * conf.GiB},
 		reps:  reps,
+	}
+}
+
+// lineRateMatrix measures the transfer itself: the sequential writer (256
+// MiB with 64 MiB written, 1 GiB with 256 MiB) and a fully used idle guest,
+// post-copy and pre-copy, unshaped, at 10 and at 1 Gbit/s.
+func lineRateMatrix(reps int) benchMatrix {
+	return benchMatrix{
+		methods:   []benchMethod{{"postcopy", "prepaging", false}, {"precopy", "", false}},
+		workloads: []benchWorkload{seqWriter, fullIdle},
+		sizes:     []conf.Size{256 * conf.MiB, conf.GiB},
+		rates:     []uint64{0, 10e9, 1e9},
+		reps:      reps,
 	}
 }
 
@@ -107,10 +134,10 @@ func (meth benchMethod) key() benchreport.Key {
 }
 
 func newBenchCommand(a *app) *cobra.Command {
-	var quick, asJSON bool
-	var rate, delay, out string
+	var quick, lineRate, asJSON bool
+	var rate, rates, delay, out string
 	var reps int
-	var warmup time.Duration
+	var warmup, run time.Duration
 	var methods, workloads []string
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -132,7 +159,17 @@ Namespaces and processes are removed at the end, on failure and on Ctrl-C.
 It needs root (network namespaces and tc).
 
 --quick runs a reduced matrix in under a minute: 256 MiB guests, one
-repetition, post-copy with pre-paging against pre-copy on write stress.`,
+repetition, post-copy with pre-paging against pre-copy on write stress.
+
+--linerate measures the transfer itself: a sequential writer (one vCPU
+writing a quarter of memory in order, 10^7 pages a second, 1 MiB used at
+boot) and an idle guest whose every page is in use, 256 MiB and 1 GiB,
+post-copy and pre-copy, on an unshaped link, at 10 Gbit/s and at 1 Gbit/s
+(--rates overrides). The table gives GB/s and total / floor per cell.
+
+Every guest runs to a known stop (--run after the migration starts) and the
+destination compares its memory digest with an unmigrated run's: a cell
+whose memory differs fails, and --json carries digest_match.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			b := a.cfg.Bench
@@ -153,112 +190,105 @@ repetition, post-copy with pre-paging against pre-copy on write stress.`,
 				b.Out = out
 			}
 			m := fullMatrix(b.Repetitions)
-			if quick {
+			switch {
+			case quick:
 				m = quickMatrix()
+			case lineRate:
+				m = lineRateMatrix(b.Repetitions)
+			}
+			if rates != "" {
+				m.rates = nil
+				for _, r := range strings.Split(rates, ",") {
+					var v conf.Rate
+					if err := v.UnmarshalText([]byte(strings.TrimSpace(r))); err != nil {
+						return withCode(exitUsage, fmt.Errorf("--rates: %w", err))
+					}
+					m.rates = append(m.rates, v.BitsPerSecond())
+				}
+			}
+			if m.rates == nil {
+				m.rates = []uint64{b.Rate.BitsPerSecond()}
 			}
 			if err := m.filter(methods, workloads); err != nil {
 				return withCode(exitUsage, err)
 			}
-			return a.bench(cmd.Context(), b, m, warmup, asJSON)
+			return a.bench(cmd.Context(), b, m, warmup, run, asJSON)
 		},
 	}
 	cmd.Flags().BoolVar(&quick, "quick", false, "the reduced matrix (256 MiB, one repetition, post-copy vs pre-copy on write stress)")
+	cmd.Flags().BoolVar(&lineRate, "linerate", false, "the transfer matrix: sequential writer and full idle guest, 256 MiB and 1 GiB, unshaped, 10 and 1 Gbit/s")
+	cmd.Flags().StringVar(&rates, "rates", "", `link rates to run the matrix on, e.g. "0,10gbit,1gbit" (0: unshaped) (default: --rate)`)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per cell (the migration JSON's keys, averaged, plus rate_bps and floor_ms)")
 	cmd.Flags().StringVar(&rate, "rate", "", `link rate, e.g. "1gbit"; "0" for an unshaped link (default: bench.rate)`)
 	cmd.Flags().StringVar(&delay, "delay", "", `added one-way delay, e.g. "1ms" (default: bench.delay)`)
 	cmd.Flags().IntVar(&reps, "reps", 0, "repetitions per cell (default: bench.repetitions)")
 	cmd.Flags().StringVar(&out, "out", "", "directory for results.csv and the charts (default: bench.out)")
 	cmd.Flags().DurationVar(&warmup, "warmup", 2*time.Second, "how long each guest runs before its migration")
+	cmd.Flags().DurationVar(&run, "run", 4*time.Second, "how long each guest runs after its warm-up before it stops and its memory is checked")
 	cmd.Flags().StringSliceVar(&methods, "methods", nil, `run only these methods, by label, e.g. "precopy,postcopy prepaging +balloon"`)
 	cmd.Flags().StringSliceVar(&workloads, "workloads", nil, `run only these workloads, e.g. "idle,web"`)
 	return cmd
 }
 
-func (a *app) bench(ctx context.Context, b conf.BenchConfig, m benchMatrix, warmup time.Duration, asJSON bool) error {
+func (a *app) bench(ctx context.Context, b conf.BenchConfig, m benchMatrix, warmup, run time.Duration, asJSON bool) error {
 	self, err := os.Executable()
 	if err != nil {
 		return withCode(exitFailure, err)
 	}
-	if _, err := netlab.RemoveStale(ctx, netlab.DefaultPrefix); err != nil {
-		a.log.WithError(err).Warn("could not remove namespaces left by an earlier run")
-	}
-	lab, err := netlab.New(ctx, netlab.WithRate(b.Rate.BitsPerSecond()), netlab.WithDelay(b.Delay.Duration()))
-	if err != nil {
-		if errors.Is(err, netlab.ErrPermission) {
-			return withCode(exitUnsupported, fmt.Errorf("%w\n(xenmig bench creates network namespaces, a veth pair and qdiscs: run it as root)", err))
-		}
-		return withCode(exitUnsupported, err)
-	}
-	defer lab.Close()
-	a.log.WithFields(map[string]any{"rate_bps": b.Rate.BitsPerSecond(), "delay": b.Delay.Duration(),
-		"a": lab.Addr(netlab.A), "b": lab.Addr(netlab.B)}).Info("shaped link ready")
-
-	dest := lab.Addr(netlab.B) + ":8002"
-	recv := lab.Command(ctx, netlab.B, self, "--backend", "sim", "--insecure-plaintext", "--log-level", "error",
-		"receive", "--listen", dest, "--serve", "--discard", "--json")
-	recv.Stderr = os.Stderr
-	recvOut, err := recv.StdoutPipe()
-	if err != nil {
-		return withCode(exitFailure, err)
-	}
-	if err := recv.Start(); err != nil {
-		return withCode(exitFailure, fmt.Errorf("start the destination host: %w", err))
-	}
-	defer func() { recv.Process.Kill(); recv.Wait() }()
-	go func() { // the receiver's events are not needed; keep its pipe drained
-		buf := make([]byte, 4096)
-		for {
-			if _, err := recvOut.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
-
 	if err := os.MkdirAll(b.Out, 0o755); err != nil {
 		return withCode(exitFailure, fmt.Errorf("bench.out: %w", err))
 	}
 	var cells []benchreport.Cell
 	var objs []map[string]any
 	var failures []error
-	total := len(m.methods) * len(m.workloads) * len(m.sizes) * m.reps
+	total := len(m.rates) * len(m.methods) * len(m.workloads) * len(m.sizes) * m.reps
 	n := 0
-	for _, size := range m.sizes {
-		for _, w := range m.workloads {
-			for _, meth := range m.methods {
-				key := meth.key()
-				key.Workload, key.GuestBytes = w.name, size.Bytes()
-				var runs []benchreport.Run
-				var results []*xenmig.Result
-				for rep := 0; rep < m.reps; rep++ {
-					n++
-					a.log.WithFields(map[string]any{"cell": key.Label(), "size": size, "rep": rep + 1, "of": fmt.Sprintf("%d/%d", n, total)}).Info("migrating")
-					res, err := a.benchRun(ctx, lab, self, dest, meth, w, size, warmup)
-					if err != nil {
-						if ctx.Err() != nil {
-							return withCode(exitFailure, ctx.Err())
+	for _, rate := range m.rates {
+		err := a.benchLink(ctx, self, rate, b.Delay.Duration(), func(lab *netlab.Lab, dest string) error {
+			for _, size := range m.sizes {
+				for _, w := range m.workloads {
+					for _, meth := range m.methods {
+						key := meth.key()
+						key.Workload, key.GuestBytes = w.name, size.Bytes()
+						var runs []benchreport.Run
+						var results []*xenmig.Result
+						for rep := 0; rep < m.reps; rep++ {
+							n++
+							a.log.WithFields(map[string]any{"cell": key.Label(), "size": size, "link": benchreport.LinkHuman(rate),
+								"rep": rep + 1, "of": fmt.Sprintf("%d/%d", n, total)}).Info("migrating")
+							res, err := a.benchRun(ctx, lab, self, dest, meth, w, size, warmup, run)
+							if err != nil {
+								if ctx.Err() != nil {
+									return ctx.Err()
+								}
+								// One failed run does not lose the others: it is
+								// reported, and the matrix goes on.
+								err = fmt.Errorf("%s, %s, %s guest, %s, repetition %d: %w", key.Label(), w.name, size, benchreport.LinkHuman(rate), rep+1, err)
+								a.log.WithError(err).Error("benchmark run failed")
+								failures = append(failures, err)
+								continue
+							}
+							results = append(results, res)
+							runs = append(runs, benchreport.Run{TotalMS: res.TotalMS, DowntimeMS: res.DowntimeMS, PagesOwned: res.PagesOwned,
+								PagesSent: res.PagesSent, BytesSent: res.BytesSent, NetworkFaults: res.NetworkFaults,
+								FaultP50US: res.FaultP50US, FaultP99US: res.FaultP99US, OpsBefore: res.OpsBefore, OpsDuring: res.OpsDuring})
 						}
-						// One failed run does not lose the others: it is
-						// reported, and the matrix goes on.
-						err = fmt.Errorf("%s, %s, %s guest, repetition %d: %w", key.Label(), w.name, size, rep+1, err)
-						a.log.WithError(err).Error("benchmark run failed")
-						failures = append(failures, err)
-						continue
+						if len(runs) == 0 {
+							continue // every repetition failed: in failures
+						}
+						cell, err := benchreport.Aggregate(key, rate, runs)
+						if err != nil {
+							return err
+						}
+						cells = append(cells, cell)
+						objs = append(objs, cellObject(cell, results))
 					}
-					results = append(results, res)
-					runs = append(runs, benchreport.Run{TotalMS: res.TotalMS, DowntimeMS: res.DowntimeMS, PagesOwned: res.PagesOwned,
-						PagesSent: res.PagesSent, BytesSent: res.BytesSent, NetworkFaults: res.NetworkFaults,
-						FaultP50US: res.FaultP50US, FaultP99US: res.FaultP99US, OpsBefore: res.OpsBefore, OpsDuring: res.OpsDuring})
 				}
-				if len(runs) == 0 {
-					continue // every repetition failed: in failures
-				}
-				cell, err := benchreport.Aggregate(key, b.Rate.BitsPerSecond(), runs)
-				if err != nil {
-					return withCode(exitFailure, err)
-				}
-				cells = append(cells, cell)
-				objs = append(objs, cellObject(cell, results))
 			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 	}
 	if err := writeBenchFiles(b.Out, cells); err != nil {
@@ -283,12 +313,58 @@ func (a *app) bench(ctx context.Context, b conf.BenchConfig, m benchMatrix, warm
 	return nil
 }
 
+// benchLink builds the lab for one link rate (0: unshaped), starts the
+// destination host in it, and runs f; everything is removed afterwards.
+func (a *app) benchLink(ctx context.Context, self string, rate uint64, delay time.Duration, f func(lab *netlab.Lab, dest string) error) error {
+	if _, err := netlab.RemoveStale(ctx, netlab.DefaultPrefix); err != nil {
+		a.log.WithError(err).Warn("could not remove namespaces left by an earlier run")
+	}
+	lab, err := netlab.New(ctx, netlab.WithRate(rate), netlab.WithDelay(delay))
+	if err != nil {
+		if errors.Is(err, netlab.ErrPermission) {
+			return withCode(exitUnsupported, fmt.Errorf("%w\n(xenmig bench creates network namespaces, a veth pair and qdiscs: run it as root)", err))
+		}
+		return withCode(exitUnsupported, err)
+	}
+	defer lab.Close()
+	a.log.WithFields(map[string]any{"rate_bps": rate, "delay": delay,
+		"a": lab.Addr(netlab.A), "b": lab.Addr(netlab.B)}).Info("link ready")
+
+	dest := lab.Addr(netlab.B) + ":8002"
+	recv := lab.Command(ctx, netlab.B, self, "--backend", "sim", "--insecure-plaintext", "--log-level", "error",
+		"receive", "--listen", dest, "--serve", "--discard", "--json")
+	recv.Stderr = os.Stderr
+	recvOut, err := recv.StdoutPipe()
+	if err != nil {
+		return withCode(exitFailure, err)
+	}
+	if err := recv.Start(); err != nil {
+		return withCode(exitFailure, fmt.Errorf("start the destination host: %w", err))
+	}
+	defer func() { recv.Process.Kill(); recv.Wait() }()
+	go func() { // the receiver's events are not needed; keep its pipe drained
+		buf := make([]byte, 4096)
+		for {
+			if _, err := recvOut.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	if err := f(lab, dest); err != nil {
+		if ctx.Err() != nil {
+			return withCode(exitFailure, ctx.Err())
+		}
+		return withCode(exitFailure, err)
+	}
+	return nil
+}
+
 // benchRunTimeout bounds one migration of the benchmark, so that a stuck
 // one is reported instead of stalling the matrix.
 const benchRunTimeout = 5 * time.Minute
 
 // benchRun runs one migration in namespace A and returns its result.
-func (a *app) benchRun(ctx context.Context, lab *netlab.Lab, self, dest string, meth benchMethod, w benchWorkload, size conf.Size, warmup time.Duration) (*xenmig.Result, error) {
+func (a *app) benchRun(ctx context.Context, lab *netlab.Lab, self, dest string, meth benchMethod, w benchWorkload, size conf.Size, warmup, run time.Duration) (*xenmig.Result, error) {
 	args := []string{"--backend", "sim", "--insecure-plaintext", "--log-level", "error"}
 	if a.configPath != "" {
 		args = append(args, "--config", a.configPath)
@@ -301,8 +377,22 @@ func (a *app) benchRun(ctx context.Context, lab *netlab.Lab, self, dest string, 
 	if meth.balloon {
 		args = append(args, "--balloon")
 	}
-	if w.workingSet != "" {
+	args = append(args, "--sim-run", (warmup + run).String())
+	switch {
+	case w.wsDivisor > 0:
+		args = append(args, "--sim-working-set", conf.Size(size.Bytes()/w.wsDivisor).String())
+	case w.workingSet != "":
 		args = append(args, "--sim-working-set", w.workingSet)
+	}
+	switch w.used {
+	case "":
+	case "all":
+		args = append(args, "--sim-used", size.String())
+	default:
+		args = append(args, "--sim-used", w.used)
+	}
+	if w.vcpus > 0 {
+		args = append(args, "--sim-vcpus", fmt.Sprint(w.vcpus))
 	}
 	if w.writePercent >= 0 {
 		args = append(args, "--sim-write-percent", fmt.Sprint(w.writePercent))
@@ -359,6 +449,15 @@ func cellObject(c benchreport.Cell, results []*xenmig.Result) map[string]any {
 	obj["reps"] = c.Reps
 	obj["rate_bps"] = c.RateBPS
 	obj["floor_ms"] = c.FloorMS
+	obj["gb_per_s"] = c.GBps()
+	if c.FloorMS > 0 {
+		obj["total_over_floor"] = c.OverFloor()
+	}
+	match := len(results) > 0
+	for _, r := range results {
+		match = match && r.DigestMatch != nil && *r.DigestMatch
+	}
+	obj["digest_match"] = match
 	return obj
 }
 

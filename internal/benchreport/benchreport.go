@@ -112,6 +112,26 @@ func (c Cell) OverFloor() float64 {
 	return c.TotalMS.Mean / c.FloorMS
 }
 
+// GBps returns the bytes sent per second of total time, in GB/s.
+func (c Cell) GBps() float64 {
+	if c.TotalMS.Mean == 0 {
+		return 0
+	}
+	return c.BytesSent.Mean / c.TotalMS.Mean / 1e6
+}
+
+// LinkHuman names a link rate: "1 Gbit/s", "10 Gbit/s", "unshaped".
+func LinkHuman(rateBPS uint64) string {
+	switch {
+	case rateBPS == 0:
+		return "unshaped"
+	case rateBPS%1e9 == 0:
+		return fmt.Sprintf("%d Gbit/s", rateBPS/1e9)
+	default:
+		return fmt.Sprintf("%g Mbit/s", float64(rateBPS)/1e6)
+	}
+}
+
 // Aggregate summarizes the repetitions of the cell k measured on a link of
 // rateBPS bits per second (0: unshaped, no floor).
 func Aggregate(k Key, rateBPS uint64, runs []Run) (Cell, error) {

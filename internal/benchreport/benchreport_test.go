@@ -162,7 +162,7 @@ func TestWriteTable(t *testing.T) {
 	if len(lines) != len(cells)+1 {
 		t.Fatalf("WriteTable wrote %d lines, want %d:\n%s", len(lines), len(cells)+1, b.String())
 	}
-	for _, want := range []string{"total ms", "floor ms", "x floor", "downtime ms", "pages sent", "faults", "p50/p99 us", "degradation"} {
+	for _, want := range []string{"link", "total ms", "floor ms", "x floor", "GB/s", "downtime ms", "pages sent", "faults", "p50/p99 us", "degradation"} {
 		if !strings.Contains(lines[0], want) {
 			t.Errorf("table header %q lacks %q", lines[0], want)
 		}
@@ -326,6 +326,24 @@ func TestNum(t *testing.T) {
 	} {
 		if got := num(tt.v); got != tt.want {
 			t.Errorf("num(%v) = %q, want %q", tt.v, got, tt.want)
+		}
+	}
+}
+
+func TestGBpsAndLink(t *testing.T) {
+	c := Cell{TotalMS: Stat{Mean: 500}, BytesSent: Stat{Mean: 1e9}}
+	if got := c.GBps(); got != 2 {
+		t.Errorf("GBps() of 1e9 bytes in 500 ms = %v, want 2", got)
+	}
+	if got := (Cell{}).GBps(); got != 0 {
+		t.Errorf("GBps() of an empty cell = %v, want 0", got)
+	}
+	for _, tc := range []struct {
+		rate uint64
+		want string
+	}{{0, "unshaped"}, {1e9, "1 Gbit/s"}, {10e9, "10 Gbit/s"}, {500e6, "500 Mbit/s"}} {
+		if got := LinkHuman(tc.rate); got != tc.want {
+			t.Errorf("LinkHuman(%d) = %q, want %q", tc.rate, got, tc.want)
 		}
 	}
 }

@@ -14,7 +14,7 @@ import (
 // throughput degradation. Times carry ± the standard deviation when a cell
 // has several repetitions.
 func WriteTable(w io.Writer, cells []Cell) error {
-	rows := [][]string{{"workload", "guest", "method", "reps", "total ms", "floor ms", "x floor",
+	rows := [][]string{{"workload", "guest", "link", "method", "reps", "total ms", "floor ms", "x floor", "GB/s",
 		"downtime ms", "pages sent", "faults", "p50/p99 us", "degradation"}}
 	for _, c := range cells {
 		floor, ratio := "-", "-"
@@ -31,8 +31,8 @@ func WriteTable(w io.Writer, cells []Cell) error {
 			degr = fmt.Sprintf("%.1f%%", 100*c.Degradation.Mean)
 		}
 		rows = append(rows, []string{
-			c.Workload, sizeHuman(c.GuestBytes), c.Label(), strconv.Itoa(c.Reps),
-			spread(c.TotalMS, c.Reps, "%.0f"), floor, ratio,
+			c.Workload, sizeHuman(c.GuestBytes), LinkHuman(c.RateBPS), c.Label(), strconv.Itoa(c.Reps),
+			spread(c.TotalMS, c.Reps, "%.0f"), floor, ratio, fmt.Sprintf("%.2f", c.GBps()),
 			spread(c.DowntimeMS, c.Reps, "%.1f"),
 			fmt.Sprintf("%.0f", c.PagesSent.Mean),
 			fmt.Sprintf("%.0f", c.NetworkFaults.Mean),
@@ -40,7 +40,7 @@ func WriteTable(w io.Writer, cells []Cell) error {
 		})
 	}
 	// Text columns align left, numbers right.
-	left := map[int]bool{0: true, 1: true, 2: true}
+	left := map[int]bool{0: true, 1: true, 2: true, 3: true}
 	widths := make([]int, len(rows[0]))
 	for _, r := range rows {
 		for i, f := range r {
@@ -100,11 +100,11 @@ func csvMeasures() []csvMeasure {
 }
 
 // CSVHeader returns the columns WriteCSV writes: the cell's key, reps,
-// rate_bps, floor_ms, total_over_floor, then mean, min, max and stddev of
+// rate_bps, floor_ms, total_over_floor, gb_per_s, then mean, min, max and stddev of
 // each measure (<measure>_mean ...), degradation last (empty when not
 // measured).
 func CSVHeader() []string {
-	h := []string{"mode", "push", "balloon", "workload", "guest_bytes", "reps", "rate_bps", "floor_ms", "total_over_floor"}
+	h := []string{"mode", "push", "balloon", "workload", "guest_bytes", "reps", "rate_bps", "floor_ms", "total_over_floor", "gb_per_s"}
 	for _, m := range csvMeasures() {
 		h = append(h, m.name+"_mean", m.name+"_min", m.name+"_max", m.name+"_stddev")
 	}
@@ -121,7 +121,7 @@ func WriteCSV(w io.Writer, cells []Cell) error {
 	stat := func(s Stat) []string { return []string{num(s.Mean), num(s.Min), num(s.Max), num(s.Stddev)} }
 	for _, c := range cells {
 		row := []string{c.Mode, c.Push, strconv.FormatBool(c.Balloon), c.Workload, strconv.FormatUint(c.GuestBytes, 10), strconv.Itoa(c.Reps),
-			strconv.FormatUint(c.RateBPS, 10), num(c.FloorMS), num(c.OverFloor())}
+			strconv.FormatUint(c.RateBPS, 10), num(c.FloorMS), num(c.OverFloor()), num(c.GBps())}
 		for _, m := range csvMeasures() {
 			row = append(row, stat(m.get(c))...)
 		}

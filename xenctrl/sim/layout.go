@@ -113,13 +113,21 @@ func (l *layout) consolePFN() hypervisor.GFN {
 // builder fills, in each arena, as a kernel's initrd would.
 const shellInitrd = 256
 
+// shellKernel bounds the boot pages a shell's builder fills in each arena
+// (16 MiB): `xl create -p` loads a kernel and an initrd, not a guest's
+// whole memory in use, and filling that would cost a host copy of it before
+// every preparation.
+const shellKernel = 4096
+
 // shellPages returns the pages a shell is created with non-zero: the boot
 // pages and, after each arena's, an initrd that is free memory to the
 // guest.
 func (l *layout) shellPages() []hypervisor.GFN {
 	out := append([]hypervisor.GFN(nil), l.static...)
 	for _, a := range l.arenas {
-		out = append(out, a.pages[:min(len(a.pages), a.boot+shellInitrd)]...)
+		boot := min(a.boot, shellKernel)
+		out = append(out, a.pages[:boot]...)
+		out = append(out, a.pages[a.boot:min(len(a.pages), a.boot+shellInitrd)]...)
 	}
 	return out
 }

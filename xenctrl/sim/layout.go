@@ -113,8 +113,8 @@ func (l *layout) consolePFN() hypervisor.GFN {
 // builder fills, in each arena, as a kernel's initrd would.
 const shellInitrd = 256
 
-// shellKernel bounds the boot pages a shell's builder fills in each arena
-// (16 MiB): `xl create -p` loads a kernel and an initrd, not a guest's
+// shellKernel bounds the boot pages a shell's builder fills, of the static
+// ones and in each arena (16 MiB each): `xl create -p` loads a kernel and an initrd, not a guest's
 // whole memory in use, and filling that would cost a host copy of it before
 // every preparation.
 const shellKernel = 4096
@@ -123,7 +123,7 @@ const shellKernel = 4096
 // pages and, after each arena's, an initrd that is free memory to the
 // guest.
 func (l *layout) shellPages() []hypervisor.GFN {
-	out := append([]hypervisor.GFN(nil), l.static...)
+	out := append([]hypervisor.GFN(nil), l.static[:min(len(l.static), shellKernel)]...)
 	for _, a := range l.arenas {
 		boot := min(a.boot, shellKernel)
 		out = append(out, a.pages[:boot]...)

@@ -55,7 +55,7 @@ type conn struct {
 // newConn wraps a connection that has said its Hello with the transport's
 // progress watchdog and the record reader and writer.
 func newConn(c net.Conn, tcp *net.TCPConn, t Transport) *conn {
-	sc := newStallConn(c, t.stallTimeout())
+	sc := newStallConn(c, tcp, t.stallTimeout())
 	cn := &conn{Conn: sc, tcp: tcp, r: wire.NewReader(sc), w: wire.NewWriter(sc)}
 	cn.r.OnRecord(sc.midRecord)
 	return cn

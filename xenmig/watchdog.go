@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrStalled: a connection made no progress for the transport's stall
@@ -17,25 +19,46 @@ import (
 // recovery reconnects.
 var ErrStalled = errors.New("connection stalled")
 
-// stallChunk is how much of a write must move within the stall timeout.
+// stallChunk is how much of a write must move within the stall timeout
+// on a connection whose acknowledged bytes cannot be read.
 const stallChunk = 64 << 10
 
-// stallConn is the progress watchdog of a connection. A write must move
-// every stallChunk within the stall timeout; a read in the middle of a
-// record (the wire reader says when) must get a byte within it. Waiting
-// between records is not bounded: a peer may have nothing to say. Deadlines
-// the engine sets itself (the handshake's) still hold.
+// stallConn is the progress watchdog of a connection. A write must see
+// the peer acknowledge new bytes (TCP_INFO) within the stall timeout:
+// write() itself may sleep far longer on a slow link, until the kernel has
+// sent half of a large send buffer. A read in the middle of a record (the
+// wire reader says when) must get a byte within the timeout. Waiting
+// between records is not bounded: a peer may have nothing to say.
+// Deadlines the engine sets itself (the handshake's) still hold.
 type stallConn struct {
 	net.Conn
+	tcp   *net.TCPConn // nil: not TCP; writes are bounded a chunk at a time
 	stall time.Duration
 	mid   atomic.Bool
 
 	mu                  sync.Mutex
 	readBase, writeBase time.Time // deadlines the engine set
+	writing             uint64    // the write the timer watches; 0: none
+	writes              uint64
+	stalledWrite        bool
 }
 
-func newStallConn(c net.Conn, stall time.Duration) *stallConn {
-	return &stallConn{Conn: c, stall: stall}
+func newStallConn(c net.Conn, tcp *net.TCPConn, stall time.Duration) *stallConn {
+	return &stallConn{Conn: c, tcp: tcp, stall: stall}
+}
+
+// bytesAcked returns how many bytes the peer has acknowledged on tcp.
+func bytesAcked(tcp *net.TCPConn) (uint64, bool) {
+	raw, err := tcp.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var info *unix.TCPInfo
+	raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+	if err != nil || info == nil {
+		return 0, false
+	}
+	return info.Bytes_acked, true
 }
 
 // bound returns the sooner of now+stall and base.
@@ -81,8 +104,54 @@ func (c *stallConn) midRecord(inside bool) {
 	}
 }
 
-// Write writes b a chunk at a time, each bounded by the stall timeout.
+// Write writes b, and breaks the connection (ErrStalled) if the peer
+// acknowledges nothing new for the stall timeout meanwhile.
 func (c *stallConn) Write(b []byte) (int, error) {
+	if c.tcp == nil {
+		return c.writeChunks(b)
+	}
+	last, ok := bytesAcked(c.tcp)
+	if !ok {
+		return c.writeChunks(b)
+	}
+	c.mu.Lock()
+	c.writes++
+	id := c.writes
+	c.writing, c.stalledWrite = id, false
+	base := c.writeBase
+	c.mu.Unlock()
+	c.Conn.SetWriteDeadline(base)
+	var t *time.Timer
+	t = time.AfterFunc(c.stall, func() {
+		now, _ := bytesAcked(c.tcp)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.writing != id {
+			return // that write has returned
+		}
+		if now != last {
+			last = now
+			t.Reset(c.stall)
+			return
+		}
+		c.stalledWrite = true
+		c.Conn.SetWriteDeadline(time.Unix(1, 0)) // ends the write
+	})
+	n, err := c.Conn.Write(b)
+	t.Stop()
+	c.mu.Lock()
+	c.writing = 0
+	stalled := c.stalledWrite
+	c.mu.Unlock()
+	if err != nil && stalled {
+		err = fmt.Errorf("%w: the peer acknowledged nothing for %v: %w", ErrStalled, c.stall, err)
+	}
+	return n, err
+}
+
+// writeChunks writes b a chunk at a time, each bounded by the stall
+// timeout.
+func (c *stallConn) writeChunks(b []byte) (int, error) {
 	c.mu.Lock()
 	base := c.writeBase
 	c.mu.Unlock()

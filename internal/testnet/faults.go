@@ -29,7 +29,7 @@ func (f Fault) String() string {
 }
 
 // SlowRate is the rate of connections a Slow fault struck.
-const SlowRate = 256 << 10
+const SlowRate = 1 << 20
 
 // Faults proxies every connection to an address and, once a given number
 // of bytes from the clients has passed (or on demand), strikes the

@@ -155,7 +155,8 @@ func pagingHost(b *testing.B) (*Host, hypervisor.DomID, hypervisor.Pager) {
 // BenchmarkLivePaging: on the paused scratch domain, per gfn: nominate +
 // evict, load (prep with a buffer), and one ring round trip (a foreign map
 // of an evicted gfn posts a request; the pager reads it, loads the page and
-// answers).
+// answers). Each op uses its own gfn, so run it with a fixed count
+// (-test.benchtime 500x): b.N gfns are paged at once.
 func BenchmarkLivePaging(b *testing.B) {
 	h, d, pg := pagingHost(b)
 	defer func() {
@@ -164,8 +165,7 @@ func BenchmarkLivePaging(b *testing.B) {
 		}
 	}()
 	page := make([]byte, hypervisor.PageSize)
-	gfns := populatedGFNs(b, h, d, 4096)
-	evict := func(g hypervisor.GFN) {
+	evict := func(b *testing.B, g hypervisor.GFN) {
 		if err := pg.Nominate(g); err != nil {
 			b.Fatalf("Nominate(%#x) = %v", uint64(g), err)
 		}
@@ -173,42 +173,40 @@ func BenchmarkLivePaging(b *testing.B) {
 			b.Fatalf("Evict(%#x) = %v", uint64(g), err)
 		}
 	}
-	load := func(g hypervisor.GFN) {
+	load := func(b *testing.B, g hypervisor.GFN) {
 		if err := pg.Load(g, page); err != nil {
 			b.Fatalf("Load(%#x) = %v", uint64(g), err)
 		}
 	}
 	b.Run("nominate+evict", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			g := gfns[i%len(gfns)]
-			b.StopTimer()
-			if i >= len(gfns) {
-				load(g)
-			}
-			b.StartTimer()
-			evict(g)
+		gfns := populatedGFNs(b, h, d, b.N)
+		b.ResetTimer()
+		for _, g := range gfns {
+			evict(b, g)
 		}
 		b.StopTimer()
-		for i := 0; i < min(b.N, len(gfns)); i++ {
-			load(gfns[i])
+		for _, g := range gfns {
+			load(b, g)
 		}
 	})
 	b.Run("load", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			g := gfns[i%len(gfns)]
-			b.StopTimer()
-			evict(g)
-			b.StartTimer()
-			load(g)
+		gfns := populatedGFNs(b, h, d, b.N)
+		for _, g := range gfns {
+			evict(b, g)
+		}
+		b.ResetTimer()
+		for _, g := range gfns {
+			load(b, g)
 		}
 	})
 	b.Run("ring-round-trip", func(b *testing.B) {
+		gfns := populatedGFNs(b, h, d, b.N)
+		for _, g := range gfns {
+			evict(b, g)
+		}
 		one := make([]byte, hypervisor.PageSize)
-		for i := 0; i < b.N; i++ {
-			g := gfns[i%len(gfns)]
-			b.StopTimer()
-			evict(g)
-			b.StartTimer()
+		b.ResetTimer()
+		for _, g := range gfns {
 			if err := h.ReadPages(d, []hypervisor.GFN{g}, one); !errors.Is(err, hypervisor.ErrPaged) {
 				b.Fatalf("ReadPages(evicted %#x) = %v, want ErrPaged", uint64(g), err)
 			}
@@ -218,7 +216,7 @@ func BenchmarkLivePaging(b *testing.B) {
 			if err != nil {
 				b.Fatalf("Requests() after a foreign map of %#x = %v", uint64(g), err)
 			}
-			load(g)
+			load(b, g)
 			if err := pg.Resume(reqs...); err != nil {
 				b.Fatalf("Resume(%v) = %v", reqs, err)
 			}

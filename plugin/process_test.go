@@ -137,8 +137,10 @@ func TestPluginProcessMigration(t *testing.T) {
 	if res.Mode != xenmig.PostCopy || res.Domain != "vm-plugin" {
 		t.Errorf("result for %q in mode %q, want vm-plugin in postcopy", res.Domain, res.Mode)
 	}
-	if res.PagesOwned == 0 || res.PagesSent != res.PagesOwned {
-		t.Errorf("pages_sent %d, pages_owned %d: want equal and non-zero", res.PagesSent, res.PagesOwned)
+	// Each page once, but those sent while the destination prepared and
+	// written again before the switchover.
+	if res.PagesOwned == 0 || res.PagesSent < res.PagesOwned || res.PagesSent > res.PagesOwned+res.EarlyStale {
+		t.Errorf("pages_sent %d, pages_owned %d, early_stale %d: want sent = owned (+ up to early_stale), non-zero", res.PagesSent, res.PagesOwned, res.EarlyStale)
 	}
 	if len(progress) == 0 {
 		t.Fatalf("no progress events")

@@ -122,11 +122,16 @@ func Checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 // has one writing goroutine.
 type Writer struct {
 	w   *bufio.Writer
+	dst io.Writer // under w: large parts go straight here
 	hdr [HeaderSize]byte
 }
 
 // NewWriter returns a Writer buffering into w.
-func NewWriter(w io.Writer) *Writer { return &Writer{w: bufio.NewWriterSize(w, 256<<10)} }
+func NewWriter(w io.Writer) *Writer { return &Writer{w: bufio.NewWriterSize(w, 256<<10), dst: w} }
+
+// directPart is the size from which a part of a body skips the buffer: a
+// batch's page data is written from where it lies, not copied first.
+const directPart = 64 << 10
 
 // Write writes one record whose body is the concatenation of parts, and
 // flushes it.
@@ -137,7 +142,7 @@ func (w *Writer) Write(t Type, parts ...[]byte) error {
 	return w.Flush()
 }
 
-// Buffer writes one record without flushing.
+// Buffer writes one record, flushing only what precedes a large part.
 func (w *Writer) Buffer(t Type, parts ...[]byte) error {
 	var n int
 	crc := uint32(0)
@@ -155,7 +160,15 @@ func (w *Writer) Buffer(t Type, parts ...[]byte) error {
 		return fmt.Errorf("write %v record: %w", t, err)
 	}
 	for _, p := range parts {
-		if _, err := w.w.Write(p); err != nil {
+		var err error
+		if len(p) >= directPart {
+			if err = w.w.Flush(); err == nil {
+				_, err = w.dst.Write(p)
+			}
+		} else {
+			_, err = w.w.Write(p)
+		}
+		if err != nil {
 			return fmt.Errorf("write %v record: %w", t, err)
 		}
 	}

@@ -256,3 +256,25 @@ func TestReaderBoundsAllocation(t *testing.T) {
 		t.Errorf("ReadHello(TLS ClientHello) = %v, want ErrTLSHandshake", err)
 	}
 }
+
+// TestRecordLargeParts: a large part goes straight to the connection, after
+// what was buffered before it, and the records read back whole.
+func TestRecordLargeParts(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	head, data, tail := []byte("head"), bytes.Repeat([]byte{9}, 64*hypervisor.PageSize), []byte("tail")
+	if err := w.Buffer(TypeSync); err != nil {
+		t.Fatalf("Buffer(sync) = %v", err)
+	}
+	if err := w.Write(TypePages, head, data, tail); err != nil {
+		t.Fatalf("Write(pages) = %v", err)
+	}
+	rd := NewReader(&buf)
+	if typ, _, err := rd.Read(); err != nil || typ != TypeSync {
+		t.Fatalf("Read() = %v, %v; want sync first", typ, err)
+	}
+	want := append(append(append([]byte(nil), head...), data...), tail...)
+	if typ, body, err := rd.Read(); err != nil || typ != TypePages || !bytes.Equal(body, want) {
+		t.Fatalf("Read() = %v, %d bytes, %v; want pages, %d bytes", typ, len(body), err, len(want))
+	}
+}

@@ -202,3 +202,40 @@ func TestLivePaging(t *testing.T) {
 		t.Errorf("Close() = %v", err)
 	}
 }
+
+func TestLiveConfigPolicySuspend(t *testing.T) {
+	h, d := liveHost(t)
+	t.Log("cpu policy")
+	pol, err := h.cpuPolicyOf(d)
+	if err != nil || len(pol) < 8 {
+		t.Fatalf("cpuPolicyOf(%d) = %d bytes, %v", d, len(pol), err)
+	}
+	t.Log("special pages")
+	sp, err := h.specialPages(d)
+	if err != nil || len(sp) != 2 {
+		t.Errorf("specialPages(%d) = %#x, %v; want console and store gfns", d, sp, err)
+	}
+	t.Log("libxl config")
+	js, err := h.configJSON(d)
+	if err != nil || !isJSONConfig(js) {
+		t.Fatalf("configJSON(%d) = %.80q, %v", d, js, err)
+	}
+	t.Logf("config: %d bytes of JSON, policy %d bytes, special %#x", len(js), len(pol), sp)
+	if os.Getenv("XENMIG_TEST_SUSPEND") == "" {
+		return
+	}
+	start := time.Now()
+	if err := h.Suspend(context.Background(), d, time.Minute); err != nil {
+		t.Fatalf("Suspend(%d) = %v", d, err)
+	}
+	t.Logf("suspended in %v", time.Since(start))
+	if info, err := h.Info(d); err != nil || info.State != hypervisor.StateSuspended {
+		t.Errorf("Info after Suspend = %v, %v; want suspended", info.State, err)
+	}
+	if err := h.CancelSuspend(d); err != nil {
+		t.Fatalf("CancelSuspend(%d) = %v", d, err)
+	}
+	if info, err := h.Info(d); err != nil || info.State == hypervisor.StateSuspended {
+		t.Errorf("Info after CancelSuspend = %v, %v; want running", info.State, err)
+	}
+}

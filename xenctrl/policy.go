@@ -41,6 +41,6 @@ func unmarshalCPUPolicy(b []byte) (cpuPolicy, error) {
 	if uint64(len(b)-8) != nl+nm {
 		return p, fmt.Errorf("CPU policy: %d leaves and %d MSRs in %d bytes: %w", p.nrLeaves, p.nrMSRs, len(b)-8, hypervisor.ErrInvalid)
 	}
-	p.leaves, p.msrs = b[8:8+nl], b[8+nl:]
+	p.leaves, p.msrs = b[8:8+nl:8+nl], b[8+nl:] // capped: appending to leaves must not write over msrs
 	return p, nil
 }

@@ -14,6 +14,11 @@ func TestCPUPolicyRoundTrip(t *testing.T) {
 	if err != nil || got.nrLeaves != 2 || got.nrMSRs != 1 || !bytes.Equal(got.leaves, p.leaves) || !bytes.Equal(got.msrs, p.msrs) {
 		t.Errorf("unmarshalCPUPolicy(marshal(%+v)) = %+v, %v", p, got, err)
 	}
+	// Growing the leaves must leave the MSRs alone (they share the buffer).
+	_ = append(got.leaves, make([]byte, cpuidLeafSize)...)
+	if !bytes.Equal(got.msrs, p.msrs) {
+		t.Errorf("appending to the leaves changed the MSRs: %x, want %x", got.msrs, p.msrs)
+	}
 	for _, b := range [][]byte{nil, {1, 0, 0, 0, 0, 0, 0, 0}, append(p.marshal(), 0)} {
 		if _, err := unmarshalCPUPolicy(b); !errors.Is(err, hypervisor.ErrInvalid) {
 			t.Errorf("unmarshalCPUPolicy(%d bytes) = %v, want %v", len(b), err, hypervisor.ErrInvalid)

@@ -51,12 +51,15 @@ func (h *Host) setCPUPolicy(d hypervisor.DomID, policy []byte) error {
 	if err != nil {
 		return err
 	}
-	// The arrays are copied into C memory: the library bounces them, but
-	// this keeps Go memory out of the call entirely.
-	cl := C.CBytes(append(p.leaves, make([]byte, cpuidLeafSize)...))
+	// The arrays are copied into C memory (one spare entry each, so that
+	// neither is empty): the library bounces them, but this keeps Go
+	// memory out of the call entirely.
+	cl := C.calloc(C.size_t(p.nrLeaves)+1, cpuidLeafSize)
 	defer C.free(cl)
-	cm := C.CBytes(append(p.msrs, make([]byte, msrEntrySize)...))
+	copy(unsafe.Slice((*byte)(cl), len(p.leaves)), p.leaves)
+	cm := C.calloc(C.size_t(p.nrMSRs)+1, msrEntrySize)
 	defer C.free(cm)
+	copy(unsafe.Slice((*byte)(cm), len(p.msrs)), p.msrs)
 	errLeaf, errSub, errMSR := C.uint32_t(^uint32(0)), C.uint32_t(^uint32(0)), C.uint32_t(^uint32(0))
 	rc, cerr := C.xc_set_domain_cpu_policy(h.xch, C.uint32_t(d), C.uint32_t(p.nrLeaves), (*C.xen_cpuid_leaf_t)(cl),
 		C.uint32_t(p.nrMSRs), (*C.xen_msr_entry_t)(cm), &errLeaf, &errSub, &errMSR)
@@ -64,7 +67,8 @@ func (h *Host) setCPUPolicy(d hypervisor.DomID, policy []byte) error {
 		return nil
 	}
 	e := newError(classDomain, "xc_set_domain_cpu_policy", d, cerr)
-	if errno := errnoOf(cerr); errno == syscall.EINVAL || errno == syscall.EPERM || errno == syscall.EOPNOTSUPP {
+	switch errnoOf(cerr) {
+	case syscall.EINVAL, syscall.EPERM, syscall.EOPNOTSUPP, syscall.ERANGE, syscall.EOVERFLOW:
 		e.Kind = hypervisor.ErrIncompatible
 		e.Detail = fmt.Sprintf("this host cannot offer the guest's CPU features (CPUID leaf %#x subleaf %#x, MSR %#x; "+
 			"%#x means none named): migrate to a host with the same or a newer CPU", uint32(errLeaf), uint32(errSub), uint32(errMSR), ^uint32(0))

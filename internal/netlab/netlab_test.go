@@ -336,8 +336,11 @@ func TestLab(t *testing.T) {
 	}
 }
 
-// TestThroughput sends a bounded TCP transfer through the shaped link and
-// checks the rate achieved against the rate configured.
+// TestThroughput sends bounded TCP transfers through the shaped link and
+// checks the rate achieved against the rate configured: no transfer may
+// beat it, and the best of three must come near it (a machine whose CPUs are
+// busy elsewhere cannot always fill a link, so one slow transfer proves
+// nothing about the shaping).
 func TestThroughput(t *testing.T) {
 	needLab(t)
 	ctx := context.Background()
@@ -346,17 +349,24 @@ func TestThroughput(t *testing.T) {
 		l := newLab(t, ctx, WithRate(rate))
 		addr := net.JoinHostPort(l.Addr(B), port)
 		startReady(t, ctx, l, B, "sink", addr)
-		s := seconds(t, ctx, l, A, "send", addr, strconv.Itoa(n))
-		got := float64(n) * 8 / s
 		shaping := "unshaped"
 		if rate > 0 {
 			shaping = fmt.Sprintf("rate %d Mbit/s, burst %d B", rate/1e6, Burst(rate))
 		}
-		t.Logf("%s: %d bytes in %.3f s = %.1f Mbit/s", shaping, n, s, got/1e6)
+		var best float64
+		for range 3 {
+			s := seconds(t, ctx, l, A, "send", addr, strconv.Itoa(n))
+			got := float64(n) * 8 / s
+			t.Logf("%s: %d bytes in %.3f s = %.1f Mbit/s", shaping, n, s, got/1e6)
+			if rate > 0 && got > 1.1*float64(rate) {
+				t.Errorf("throughput at rate %d = %.0f bit/s, want at most %.0f", rate, got, 1.1*float64(rate))
+			}
+			best = max(best, got)
+		}
 		if err := l.Close(); err != nil {
 			t.Fatalf("Close = %v", err)
 		}
-		return got
+		return best
 	}
 	var shaped float64
 	for _, tt := range []struct {
@@ -367,8 +377,8 @@ func TestThroughput(t *testing.T) {
 		{1e9, 50e6},   // 0.4 s
 	} {
 		got := measure(tt.rate, tt.n)
-		if lo, hi := 0.6*float64(tt.rate), 1.1*float64(tt.rate); got < lo || got > hi {
-			t.Errorf("throughput at rate %d = %.0f bit/s, want %.0f..%.0f", tt.rate, got, lo, hi)
+		if lo := 0.6 * float64(tt.rate); got < lo {
+			t.Errorf("best throughput at rate %d = %.0f bit/s, want at least %.0f", tt.rate, got, lo)
 		}
 		shaped = got
 	}

@@ -51,7 +51,7 @@ type sendQueue struct {
 }
 
 func newSendQueue(tcp *net.TCPConn) *sendQueue {
-	q := &sendQueue{tcp: tcp, since: time.Now(), size: 64 << 10, floor: minSendBuffer}
+	q := &sendQueue{tcp: tcp, size: 64 << 10, floor: minSendBuffer}
 	if tcp != nil {
 		q.floor = sendFloor(tcp)
 		q.size = max(q.size, q.floor)
@@ -60,9 +60,16 @@ func newSendQueue(tcp *net.TCPConn) *sendQueue {
 	return q
 }
 
-// sent records n bytes written and resizes the buffer every 20 ms.
+// sent records n bytes written and resizes the buffer every 20 ms. The
+// first measure starts at the first write: a queue made before a wait (the
+// demand-only push waits for the guest to go idle) must not take the wait
+// for a slow link.
 func (q *sendQueue) sent(n int) {
 	if q.tcp == nil {
+		return
+	}
+	if q.since.IsZero() {
+		q.since = time.Now()
 		return
 	}
 	q.bytes += n

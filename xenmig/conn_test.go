@@ -63,3 +63,35 @@ func TestSocketBufferFloors(t *testing.T) {
 		t.Errorf("SO_SNDBUF after a slow measure = %d, want at least %d (two segments of MSS %d, doubled)", got, want, mss)
 	}
 }
+
+// TestSendQueueIdleStart: a wait between making the queue and the first
+// write is not a slow link (issue 13, bug 5: the demand-only push made its
+// queue before waiting for the guest to go idle, measured one batch over
+// the whole wait, shrank the main channel's send buffer to its 16 KiB
+// floor, under a loopback segment, and pushed ~550 pages/s).
+func TestSendQueueIdleStart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			defer c.Close()
+			time.Sleep(time.Second)
+		}
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	q := newSendQueue(nc.(*net.TCPConn))
+	q.floor = 4 << 10 // what only a slow link would bring the buffer down to
+	start := q.size
+	time.Sleep(50 * time.Millisecond) // the demand-only wait
+	q.sent(64 << 10)                  // the first batch
+	if q.size < start {
+		t.Errorf("send buffer after a wait and one batch = %d, want at least %d: the wait was taken for a slow link", q.size, start)
+	}
+}

@@ -21,7 +21,7 @@ vbdm=$(hb_field vbd)
 wait $rpid
 rrc=$?
 say "migrate rc=$rc receiver rc=$rrc: $(cat /lab/out/migrate.json)"
-tail -5 /lab/out/migrate.log /lab/out/receiver.log
+tail -n 5 /lab/out/migrate.log /lab/out/receiver.log
 alive=false
 guest_alive_after "$t1" 12 && alive=true
 id1=$(xl domid $name 2>/dev/null)

@@ -12,7 +12,7 @@ xl -v migrate -s "" $name "xl migrate-receive" >/lab/out/xl-migrate.out 2>&1
 rc=$?
 t1=$(now_ms)
 vbdm=$(hb_field vbd)
-tail -5 /lab/out/xl-migrate.out
+tail -n 5 /lab/out/xl-migrate.out
 alive=false
 guest_alive_after "$t1" 12 && alive=true
 gap=$(hb_gap "$t0" "$t1")

@@ -13,10 +13,11 @@ import (
 )
 
 // ErrStalled: a connection made no progress for the transport's stall
-// timeout in the middle of a record. TCP may still carry acknowledgements
-// (so neither keepalives nor TCP_USER_TIMEOUT fire), but nothing moves: the
-// connection is treated as broken, and after the switchover the post-copy
-// recovery reconnects.
+// timeout: a write the peer acknowledged nothing of, or a record whose rest
+// did not come. TCP may still carry acknowledgements (so neither
+// keepalives nor TCP_USER_TIMEOUT fire), but nothing moves: the connection
+// is treated as broken, and after the switchover the post-copy recovery
+// reconnects.
 var ErrStalled = errors.New("connection stalled")
 
 // stallChunk is how much of a write must move within the stall timeout

@@ -155,7 +155,7 @@ func chaosGuest(c chaosCase) sim.GuestSpec {
 // chaosRun migrates one guest through a fault and says how it ended, or
 // why that end lost or split the guest.
 func chaosRun(t *testing.T, c chaosCase, spec sim.GuestSpec, want hypervisor.Digest) (chaosOutcome, error) {
-	const bound = 60 * time.Second // no run may take longer: a hang
+	const bound = 90 * time.Second // no run may take longer: a hang
 	tr := xenmig.Transport{DialTimeout: 2 * time.Second, StallTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -45,7 +45,13 @@ func (s *sender) redial(ctx context.Context) (*hypervisor.Bitmap, error) {
 			return nil, err
 		}
 		if err == nil {
-			body, err := l.main.expect(wire.TypeResume)
+			// The destination answers at once; one that does not is
+			// waited for only as long as the reconnection may take.
+			deadline, _ := ctx.Deadline()
+			l.main.SetReadDeadline(deadline)
+			var body []byte
+			body, err = l.main.expect(wire.TypeResume)
+			l.main.SetReadDeadline(time.Time{})
 			var missing *hypervisor.Bitmap
 			if err == nil {
 				missing, err = wire.UnmarshalBitmap(body, s.populated.Len())

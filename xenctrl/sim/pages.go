@@ -101,7 +101,11 @@ func (h *Host) WritePages(id hypervisor.DomID, gfns []hypervisor.GFN, src []byte
 		if err != nil {
 			return err
 		}
-		copy(p, src[i*hypervisor.PageSize:(i+1)*hypervisor.PageSize])
+		// A zero page over a zero page changes nothing, and copying it
+		// would give the host memory for it (as Load spares it).
+		if s := src[i*hypervisor.PageSize : (i+1)*hypervisor.PageSize]; !isZero(s) || !isZero(p) {
+			copy(p, s)
+		}
 		d.mem.markDirty(g)
 	}
 	return nil

@@ -23,6 +23,12 @@ type countingHost struct {
 	suspends    atomic.Int64
 	failRestore bool
 	deviceModel bool
+	slowPaging  time.Duration // EnablePaging takes this long first, as a real shell's preparation does
+}
+
+func (h *countingHost) EnablePaging(id hypervisor.DomID) (hypervisor.Pager, error) {
+	time.Sleep(h.slowPaging)
+	return h.Host.EnablePaging(id)
 }
 
 func (h *countingHost) Suspend(ctx context.Context, id hypervisor.DomID, timeout time.Duration) error {
@@ -109,7 +115,9 @@ func TestRefusedUpFront(t *testing.T) {
 			if tc.src != nil {
 				tc.src(src)
 			}
-			dstHost := sim.NewHost(tc.dst...)
+			// A slow preparation lets the early push fill the connections
+			// before the destination refuses: its abort must still arrive.
+			dstHost := &countingHost{Host: sim.NewHost(tc.dst...), slowPaging: 300 * time.Millisecond}
 			defer dstHost.Close()
 			dst := receiveOn(t, dstHost)
 			_, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, plan(xenmig.PostCopy, xenmig.PushPrepaging), testLog("src"))

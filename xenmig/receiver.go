@@ -118,6 +118,7 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 			r.prep.stop() // it writes prepared on main
 		}
 		r.links.main.w.Write(wire.TypeAbort, abortRecord(cause))
+		lingered := r.links.linger(abortLinger)
 		if r.pager != nil {
 			r.pager.Close()
 		}
@@ -126,6 +127,7 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 				r.log.WithError(err).Warn("could not destroy the half-built domain")
 			}
 		}
+		<-lingered
 		r.log.WithError(cause).Warn("incoming migration failed before the switchover; nothing kept")
 		return cause
 	}
@@ -273,6 +275,7 @@ func (r *receiver) checkSpecial() error {
 // refuse tells the sender why and returns err.
 func (r *receiver) refuse(err error) error {
 	r.links.main.w.Write(wire.TypeAbort, abortRecord(err))
+	<-r.links.linger(abortLinger)
 	return err
 }
 

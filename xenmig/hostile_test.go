@@ -249,3 +249,41 @@ func TestStallAfterSwitchover(t *testing.T) {
 	}
 	checkDigest(t, res, want)
 }
+
+// TestListenerCloseWithPairedSession: closing a Listener while a paired
+// session waits for a Receive drops the session; it used to close the
+// channel that session was being handed on, and its handshake panicked
+// (found by TestChaos).
+func TestListenerCloseWithPairedSession(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := xenmig.Listen(ln, xenmig.Transport{DialTimeout: 5 * time.Second})
+	var conns []net.Conn
+	for _, role := range []wire.Role{wire.RoleMain, wire.RoleUrgent} {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		wire.NewWriter(c).Write(wire.TypeHello, wire.Hello{Version: wire.Version, Role: role, Session: [16]byte{7}, Streams: 1}.Marshal())
+		if _, _, err := wire.NewReader(c).Read(); err != nil {
+			t.Fatalf("%v hello: %v", role, err)
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(50 * time.Millisecond) // the session is paired and handed to nobody
+	l.Close()
+	for _, c := range conns { // the listener drops the session's connections
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Errorf("read on a dropped session's connection = nil error, want EOF")
+		}
+	}
+	h := sim.NewHost()
+	defer h.Close()
+	if _, err := xenmig.Receive(context.Background(), h, l); err == nil {
+		t.Errorf("Receive() on a closed Listener = nil error")
+	}
+}

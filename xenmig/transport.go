@@ -380,7 +380,7 @@ type Listener struct {
 	ended    map[sessionID]string        // how recent sessions ended: wire.Session*
 	endOrder []sessionID                 // ended's keys, oldest first
 	mains    chan pairing                // new sessions
-	err      error                       // why accepting stopped; set before mains is closed
+	err      error                       // why accepting stopped; set before closed is closed
 }
 
 // maxHandshakes bounds the connections a Listener holds before their
@@ -448,8 +448,7 @@ func (l *Listener) acceptLoop() {
 	for {
 		nc, err := l.ln.Accept()
 		if err != nil {
-			l.err = err
-			close(l.mains)
+			l.err = err // before l.closed is closed
 			return
 		}
 		select {
@@ -660,10 +659,9 @@ func (l *Listener) accept(ctx context.Context) (*links, sessionID, error) {
 	select {
 	case <-ctx.Done():
 		return nil, sessionID{}, ctx.Err()
-	case p, ok := <-l.mains:
-		if !ok {
-			return nil, sessionID{}, fmt.Errorf("accept: %w", l.err)
-		}
+	case <-l.closed:
+		return nil, sessionID{}, fmt.Errorf("accept: %w", l.err)
+	case p := <-l.mains:
 		return p.links, p.id, nil
 	}
 }

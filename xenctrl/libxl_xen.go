@@ -25,9 +25,10 @@ import (
 // libxl on every SIGCHLD the Go runtime reports (libxl_sigchld_owner_mainloop:
 // libxl installs no signal handler in this Go process).
 type toolstack struct {
-	ctx  *C.libxl_ctx
-	log  *C.xentoollog_logger // libxl's own: its errors explain a failed create
-	sigs chan os.Signal
+	ctx    *C.libxl_ctx
+	log    *C.xentoollog_logger // libxl's own: its errors explain a failed create
+	sigs   chan os.Signal
+	reaped chan struct{} // closed when the reaper has stopped using ctx
 }
 
 // toolstack returns the Host's libxl context, opening it on first use.
@@ -44,9 +45,10 @@ func (h *Host) toolstack() (*toolstack, error) {
 			h.tkErr = &Error{Call: "libxl_ctx_alloc", Detail: fmt.Sprintf("libxl error %d", int(rc))}
 			return
 		}
-		t := &toolstack{ctx: ctx, log: lg, sigs: make(chan os.Signal, 1)}
+		t := &toolstack{ctx: ctx, log: lg, sigs: make(chan os.Signal, 1), reaped: make(chan struct{})}
 		signal.Notify(t.sigs, syscall.SIGCHLD)
 		go func() {
+			defer close(t.reaped)
 			for range t.sigs {
 				C.libxl_childproc_sigchld_occurred(ctx)
 			}
@@ -56,10 +58,14 @@ func (h *Host) toolstack() (*toolstack, error) {
 	return h.tk, h.tkErr
 }
 
-// close stops the reaper and frees the context (libxl_ctx_free).
+// close stops the reaper, waits until it no longer uses the context (a
+// SIGCHLD already queued is still handed to libxl), then frees the context
+// (libxl_ctx_free). Freeing it under a running reaper aborted xenmig in the
+// lab (libxl_childproc_sigchld_occurred on a freed context).
 func (t *toolstack) close() {
 	signal.Stop(t.sigs)
 	close(t.sigs)
+	<-t.reaped
 	C.libxl_ctx_free(t.ctx)
 	C.xtl_logger_destroy(t.log)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -649,15 +650,18 @@ func TestBreakAtSwitchover(t *testing.T) {
 
 // TestEarlyPush: post-copy sends pages while the destination prepares; a
 // guest that keeps writing in order makes some of them stale, and they are
-// paged out again and sent once more. With or without it, the memory is
-// exactly the unmigrated run's.
+// paged out again and sent once more. The destination pages out as slowly
+// as Xen does (tens of µs a gfn), so the early pages have time to come.
+// With or without them, the memory is exactly the unmigrated run's.
 func TestEarlyPush(t *testing.T) {
 	spec := guest("writer", sim.Stress, 6000)
 	spec.Workload.WritePercent, spec.Workload.Random = 100, false
 	want := reference(t, spec)
 	for _, early := range []bool{true, false} {
 		t.Run(fmt.Sprintf("early=%t", early), func(t *testing.T) {
-			dst := receiveOne(t, xenmig.Transport{})
+			dstHost := slowHost{Host: sim.NewHost()}
+			defer dstHost.Close()
+			dst := receiveOn(t, dstHost)
 			src := sim.NewHost()
 			defer src.Close()
 			dom := boot(t, src, spec, 1000)
@@ -670,4 +674,27 @@ func TestEarlyPush(t *testing.T) {
 			}
 		})
 	}
+}
+
+// slowHost pages out as slowly as Xen: 1 ms every 32 evictions.
+type slowHost struct{ *sim.Host }
+
+func (h slowHost) EnablePaging(id hypervisor.DomID) (hypervisor.Pager, error) {
+	p, err := h.Host.EnablePaging(id)
+	if err != nil {
+		return nil, err
+	}
+	return &slowPager{Pager: p}, nil
+}
+
+type slowPager struct {
+	hypervisor.Pager
+	n atomic.Int64
+}
+
+func (p *slowPager) Evict(g hypervisor.GFN) error {
+	if p.n.Add(1)%32 == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	return p.Pager.Evict(g)
 }

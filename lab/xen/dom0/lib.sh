@@ -112,7 +112,7 @@ result() {
 	local line="{" sep="" k v
 	for kv in scenario="$SCENARIO" hypervisor="$LAB_HV" "$@"; do
 		case ${kv%%=*} in
-		*:) k=${kv%%:=*} v=${kv#*:=}; [ -n "$v" ] || v=null ;;
+		*:) k=${kv%%:=*} v=$(printf '%s' "${kv#*:=}" | tr '\n\r' '  '); [ -n "$v" ] || v=null ;;
 		*)
 			k=${kv%%=*} v=${kv#*=}
 			if ! printf '%s' "$v" | grep -Eqx 'true|false|null|-?[0-9]+(\.[0-9]+)?'; then

@@ -10,11 +10,11 @@ domwatch_start
 wait_hb "$(now_ms)" 3 30
 id0=$(xl domid $name)
 vbd0=$(hb_field vbd)
-timeout 600 xenmig receive --listen 127.0.0.1:8002 --insecure-plaintext --json >/lab/out/receiver.json 2>/lab/out/receiver.log &
+timeout 300 xenmig receive --listen 127.0.0.1:8002 --insecure-plaintext --json >/lab/out/receiver.json 2>/lab/out/receiver.log &
 rpid=$!
 sleep 2
 t0=$(now_ms)
-timeout 600 xenmig migrate $name 127.0.0.1:8002 --mode "$mode" --insecure-plaintext --json >/lab/out/migrate.json 2>/lab/out/migrate.log
+timeout 300 xenmig migrate $name 127.0.0.1:8002 --mode "$mode" --insecure-plaintext --json >/lab/out/migrate.json 2>/lab/out/migrate.log
 rc=$?
 t1=$(now_ms)
 vbdm=$(hb_field vbd)

@@ -8,11 +8,11 @@ guest_ensure $name || { result mode=$mode ok=false error="guest did not start"; 
 domwatch_start
 wait_hb "$(now_ms)" 3 30
 id0=$(xl domid $name)
-timeout 600 xenmig receive --listen 127.0.0.1:8002 --insecure-plaintext --json >/lab/out/rollback-receiver.json 2>/lab/out/rollback-receiver.log &
+timeout 300 xenmig receive --listen 127.0.0.1:8002 --insecure-plaintext --json >/lab/out/rollback-receiver.json 2>/lab/out/rollback-receiver.log &
 rpid=$!
 sleep 2
 t0=$(now_ms)
-timeout 600 xenmig migrate $name 127.0.0.1:8002 --mode "$mode" --bandwidth 8MiB/s --insecure-plaintext --json \
+timeout 300 xenmig migrate $name 127.0.0.1:8002 --mode "$mode" --bandwidth 8MiB/s --insecure-plaintext --json \
 	>/lab/out/rollback-migrate.json 2>/lab/out/rollback-migrate.log &
 mpid=$!
 sleep "${LAB_KILL_AFTER:-6}"

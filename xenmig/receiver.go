@@ -659,6 +659,13 @@ func (r *receiver) serve(ctx context.Context) error {
 		if rerr := r.awaitSource(ctx); rerr != nil {
 			return fmt.Errorf("%w; %w", err, rerr)
 		}
+		// A kick still pending was about the connections just replaced
+		// (a resume hello that came before we waited for one): it must
+		// not drop the new ones.
+		select {
+		case <-kick:
+		default:
+		}
 		r.emit(Event{Kind: EventReconnected})
 	}
 }

@@ -39,7 +39,7 @@ func TestSoakServe(t *testing.T) {
 		count = n
 	}
 	cfg := filepath.Join(t.TempDir(), "xenmig.toml")
-	if err := os.WriteFile(cfg, []byte("[migration]\nconnect_timeout = \"1s\"\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte("[migration]\nconnect_timeout = \"3s\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	r := startReceive(t, "--serve", "--discard", "--metrics-listen", "127.0.0.1:0", "--config", cfg)
@@ -84,13 +84,13 @@ func TestSoakServe(t *testing.T) {
 		migrate(i)
 	}
 	elapsed := time.Since(start)
-	// The bare hellos wait their connect timeout (1 s) before they go.
+	// The bare hellos wait their connect timeout (3 s) before they go.
 	var end map[string]float64
 	settled := func() bool {
 		end = scrape(t, r.metrics)
 		return end["go_goroutines"] <= base["go_goroutines"] && end["process_open_fds"] <= base["process_open_fds"]
 	}
-	for deadline := time.Now().Add(10 * time.Second); !settled() && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); !settled() && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 	}
 	const mib = 1 << 20
 	t.Logf("soak: %d migrations with %d hostile connections in %v; baseline -> end: goroutines %.0f -> %.0f, open fds %.0f -> %.0f, RSS %.1f -> %.1f MiB",

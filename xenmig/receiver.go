@@ -118,7 +118,6 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 			r.prep.stop() // it writes prepared on main
 		}
 		r.links.main.w.Write(wire.TypeAbort, abortRecord(cause))
-		lingered := r.links.linger(abortLinger)
 		if r.pager != nil {
 			r.pager.Close()
 		}
@@ -127,7 +126,6 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 				r.log.WithError(err).Warn("could not destroy the half-built domain")
 			}
 		}
-		<-lingered
 		r.log.WithError(cause).Warn("incoming migration failed before the switchover; nothing kept")
 		return cause
 	}
@@ -275,7 +273,6 @@ func (r *receiver) checkSpecial() error {
 // refuse tells the sender why and returns err.
 func (r *receiver) refuse(err error) error {
 	r.links.main.w.Write(wire.TypeAbort, abortRecord(err))
-	<-r.links.linger(abortLinger)
 	return err
 }
 

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"slices"
 	"sync"
@@ -154,33 +153,6 @@ type links struct {
 
 // streams returns the connections that carry pushed pages: main first.
 func (l *links) streams() []*conn { return append([]*conn{l.main}, l.bulk...) }
-
-// abortLinger is how long a side that aborts keeps reading what the peer
-// still sends, so that its abort record arrives.
-const abortLinger = 3 * time.Second
-
-// linger reads and discards what the peer still sends on every connection
-// until it closes them or d passes, then returns (the channel closes). An
-// abort written just before must not be lost: closing a socket with unread
-// data resets the connection, and a reset destroys what the peer has not
-// read yet (a sender still pushing pages early reads the abort only after).
-func (l *links) linger(d time.Duration) <-chan struct{} {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	for _, c := range append([]*conn{l.main, l.urgent}, l.bulk...) {
-		if c == nil {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.SetReadDeadline(time.Now().Add(d))
-			io.Copy(io.Discard, c.Conn)
-		}()
-	}
-	go func() { wg.Wait(); close(done) }()
-	return done
-}
 
 // close closes every connection.
 func (l *links) close() {

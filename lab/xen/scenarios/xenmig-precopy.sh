@@ -29,7 +29,7 @@ vbd1=$(hb_field vbd)
 vbd=$(vbd_state $name)
 xl list
 json=$(cat /lab/out/migrate.json)
-dt=$(printf '%s' "$json" | grep -o '"downtime_ms":[0-9.]*' | cut -d: -f2)
+dt=$(printf '%s' "$json" | grep -o '"downtime_ms": *[0-9.]*' | tr -d ' ' | cut -d: -f2)
 ok=false
 [ $rc = 0 ] && [ $alive = true ] && [ "$(bad_pages)" = 0 ] && [ "$id1" != "$id0" ] && [ "$vbd" = 4 ] &&
 	[ $((vbd1 - vbdm)) -ge 10 ] && ok=true

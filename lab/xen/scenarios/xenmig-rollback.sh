@@ -8,7 +8,8 @@ guest_ensure $name || { result mode=$mode ok=false error="guest did not start"; 
 domwatch_start
 wait_hb "$(now_ms)" 3 30
 id0=$(xl domid $name)
-timeout 300 xenmig receive --listen 127.0.0.1:8002 --insecure-plaintext --json >/lab/out/rollback-receiver.json 2>/lab/out/rollback-receiver.log &
+# Not under timeout(1): the kill below must reach xenmig itself.
+xenmig receive --listen 127.0.0.1:8002 --insecure-plaintext --json >/lab/out/rollback-receiver.json 2>/lab/out/rollback-receiver.log &
 rpid=$!
 sleep 2
 t0=$(now_ms)

@@ -88,20 +88,20 @@ hb_field() { awk -v k="$1=" '$3 == "HB" { for (i = 4; i <= NF; i++) if (index($i
 bad_pages() { local v; v=$(hb_field badpages); echo "${v:-0}"; }
 
 # guest_alive_after T SECONDS: the heartbeat goes on for SECONDS after T: a
-# heartbeat arrives SECONDS or more after T (waiting up to 30 s longer: on
-# a loaded machine the guest's second can stretch), with at least
+# heartbeat arrives SECONDS or more after T (waiting up to SECONDS+30 s from
+# now: on a loaded machine the guest's second can stretch), with at least
 # SECONDS/3 heartbeats since T.
 guest_alive_after() {
 	local t=$1 s=$2 end
-	end=$((t + (s + 30) * 1000))
-	while [ "$(now_ms)" -lt "$end" ]; do
+	end=$(($(now_ms) + (s + 30) * 1000))
+	while :; do
 		if [ -n "$(awk -v t="$((t + s * 1000))" '$1 >= t && $3 == "HB" {print; exit}' "$HB")" ]; then
 			[ "$(hb_lines_after "$t" | wc -l)" -ge $((s / 3)) ]
 			return
 		fi
+		[ "$(now_ms)" -lt "$end" ] || return 1
 		sleep 1
 	done
-	return 1
 }
 
 # vbd_state NAME: the guest's disk frontend state in xenstore (4 = connected).

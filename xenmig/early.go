@@ -2,6 +2,7 @@ package xenmig
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	mathbits "math/bits"
 	"runtime"
@@ -44,9 +45,15 @@ func (r *receiver) startPreparer(ctx context.Context, out *hypervisor.Bitmap, st
 }
 
 // evict pages out, top down, every gfn no early page has taken, then tells
-// the source the destination is prepared.
+// the source the destination is prepared. If it fails, it tells the source
+// why (an abort record), so that neither side waits for prepared.
 func (p *preparer) evict(ctx context.Context) {
 	defer close(p.done)
+	defer func() {
+		if p.err != nil && ctx.Err() == nil {
+			p.r.links.main.w.Write(wire.TypeAbort, abortRecord(p.err))
+		}
+	}()
 	words := p.out.Words()
 	for w := len(words) - 1; w >= 0; w-- {
 		if ctx.Err() != nil {
@@ -79,6 +86,16 @@ func (p *preparer) evict(ctx context.Context) {
 	p.r.log.WithField("ms", p.r.prepMS).Info("domain shell prepared")
 }
 
+// failed returns why the evictor failed, if it has.
+func (p *preparer) failed() error {
+	select {
+	case <-p.done:
+		return p.err
+	default:
+		return nil
+	}
+}
+
 // stop ends the evictor and waits for it.
 func (p *preparer) stop() {
 	p.cancel()
@@ -106,7 +123,14 @@ func (p *preparer) install(b wire.Pages) error {
 			continue
 		}
 		for !p.evicted.test(g) {
-			runtime.Gosched() // the evictor is paging it out right now
+			select {
+			case <-p.done: // it stopped before this gfn
+				if !p.evicted.test(g) {
+					return fmt.Errorf("early page of gfn %#x: the preparation stopped: %w", uint64(g), errors.Join(p.err, errPreparationStopped))
+				}
+			default:
+				runtime.Gosched() // the evictor is paging it out right now
+			}
 		}
 		var err error
 		if p.busy.test(g) {
@@ -154,3 +178,7 @@ func (p *preparer) finish(populated *hypervisor.Bitmap, stale []hypervisor.GFN) 
 	p.r.log.WithFields(map[string]any{"paged_out": again.Count(), "busy": now.Count()}).Debug("paged out at the pause the early pages written again")
 	return kept, now.GFNs(), nil
 }
+
+// errPreparationStopped: an early page came for a gfn the evictor took but
+// never paged out, because it stopped.
+var errPreparationStopped = errors.New("preparation stopped")

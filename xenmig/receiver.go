@@ -161,6 +161,11 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 	for ready := false; ; {
 		typ, body, err := r.links.main.r.Read()
 		if err != nil {
+			if r.prep != nil {
+				if perr := r.prep.failed(); perr != nil {
+					return nil, undo(fmt.Errorf("preparation: %w", perr))
+				}
+			}
 			return nil, undo(r.bulk.cause(fmt.Errorf("connection to the source lost before the switchover: %w", err)))
 		}
 		if typ == wire.TypeLayout || typ == wire.TypeCPU {

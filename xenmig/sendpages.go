@@ -80,15 +80,32 @@ func (s *sender) earlyPush(ctx context.Context) ([]byte, *hypervisor.Bitmap, err
 	for i, c := range streams {
 		g.Go(func() error { return s.earlyShare(gctx, c, i, len(streams), stop, sent) })
 	}
-	body, err := s.links.main.expect(wire.TypePrepared)
+	type answer struct {
+		body []byte
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		body, err := s.links.main.expect(wire.TypePrepared)
+		got <- answer{body, err}
+	}()
+	var a answer
+	select {
+	case a = <-got:
+	case <-gctx.Done():
+		// A pusher failed (a stalled or broken connection) or ctx
+		// ended: nothing will come on main that we can trust.
+		s.links.close()
+		a = <-got
+	}
 	close(stop)
-	if gerr := g.Wait(); err == nil {
-		err = gerr
+	if gerr := g.Wait(); gerr != nil {
+		a.err = gerr
 	}
-	if err != nil {
-		return nil, nil, err
+	if a.err != nil {
+		return nil, nil, a.err
 	}
-	return body, sent.bitmap(), nil
+	return a.body, sent.bitmap(), nil
 }
 
 // hotRefresh is how often an early pusher looks at the dirty log again: a

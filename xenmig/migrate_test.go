@@ -96,20 +96,30 @@ type destination struct {
 	err  error
 }
 
-func receiveOne(t testing.TB, t2 xenmig.Transport) *destination {
+func receiveOne(t testing.TB, tr xenmig.Transport) *destination {
+	t.Helper()
+	h := sim.NewHost()
+	t.Cleanup(func() { h.Close() })
+	d := receiveOn(t, h, tr)
+	d.host = h
+	return d
+}
+
+// receiveOn runs one Receive on hv over tr.
+func receiveOn(t testing.TB, hv hypervisor.Hypervisor, tr xenmig.Transport) *destination {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &destination{host: sim.NewHost(), addr: ln.Addr().String(), done: make(chan struct{})}
-	l := xenmig.Listen(ln, t2)
-	t.Cleanup(func() { l.Close(); d.host.Close() })
+	d := &destination{addr: ln.Addr().String(), done: make(chan struct{})}
+	l := xenmig.Listen(ln, tr)
+	t.Cleanup(func() { l.Close() })
 	go func() {
 		defer close(d.done)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		d.inc, d.err = xenmig.Receive(ctx, d.host, l, testLog("dst"))
+		d.inc, d.err = xenmig.Receive(ctx, hv, l, testLog("dst"))
 	}()
 	return d
 }
@@ -368,7 +378,7 @@ func TestReconnectAfterSwitchover(t *testing.T) {
 			want := reference(t, spec)
 			dstHost := &hookedHost{Host: sim.NewHost()}
 			defer dstHost.Close()
-			dst := receiveOn(t, dstHost)
+			dst := receiveOn(t, dstHost, xenmig.Transport{})
 			src := sim.NewHost()
 			defer src.Close()
 			dom := boot(t, src, spec, 1000)
@@ -661,7 +671,7 @@ func TestEarlyPush(t *testing.T) {
 		t.Run(fmt.Sprintf("early=%t", early), func(t *testing.T) {
 			dstHost := slowHost{Host: sim.NewHost()}
 			defer dstHost.Close()
-			dst := receiveOn(t, dstHost)
+			dst := receiveOn(t, dstHost, xenmig.Transport{})
 			src := sim.NewHost()
 			defer src.Close()
 			dom := boot(t, src, spec, 1000)
@@ -697,4 +707,44 @@ func (p *slowPager) Evict(g hypervisor.GFN) error {
 		time.Sleep(time.Millisecond)
 	}
 	return p.Pager.Evict(g)
+}
+
+// TestSlowShellEarlyPush: a destination whose shell takes longer to build
+// than a connection may stall (libxl took 20-37 s in the lab, the stall
+// timeout is 15 s) still receives a post-copy with early pages: the source
+// holds them until the destination says its shell exists. Before the
+// `shell` record the source's early writes stalled unread and the
+// watchdog broke the migration.
+func TestSlowShellEarlyPush(t *testing.T) {
+	spec := guest("slowshell", sim.Idle, 3000)
+	want := reference(t, spec)
+	tr := xenmig.Transport{DialTimeout: 2 * time.Second, StallTimeout: 200 * time.Millisecond}
+	dstHost := slowShellHost{Host: sim.NewHost(), delay: time.Second}
+	defer dstHost.Close()
+	dst := receiveOn(t, dstHost, tr)
+	src := sim.NewHost()
+	defer src.Close()
+	dom := boot(t, src, spec, 500)
+	p := plan(xenmig.PostCopy, xenmig.PushSequential)
+	p.EarlyPush = true
+	res, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, p, testLog("src"), xenmig.WithTransport(tr))
+	if err != nil {
+		t.Fatalf("Migrate() to a shell built in %v = %v", dstHost.delay, err)
+	}
+	dst.wait(t)
+	if dst.err != nil {
+		t.Fatalf("Receive() = %v", dst.err)
+	}
+	checkDigest(t, res, want)
+}
+
+// slowShellHost builds its shells as slowly as libxl in the lab.
+type slowShellHost struct {
+	*sim.Host
+	delay time.Duration
+}
+
+func (h slowShellHost) CreateShell(cfg hypervisor.DomainConfig) (hypervisor.DomID, error) {
+	time.Sleep(h.delay)
+	return h.Host.CreateShell(cfg)
 }

@@ -3,7 +3,6 @@ package xenmig_test
 import (
 	"context"
 	"errors"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,25 +48,6 @@ func (h *countingHost) Info(id hypervisor.DomID) (hypervisor.DomainInfo, error) 
 	return info, err
 }
 
-// receiveOn runs one Receive on hv.
-func receiveOn(t *testing.T, hv hypervisor.Hypervisor) *destination {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &destination{addr: ln.Addr().String(), done: make(chan struct{})}
-	l := xenmig.Listen(ln, xenmig.Transport{})
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		defer close(d.done)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		d.inc, d.err = xenmig.Receive(ctx, hv, l, testLog("dst"))
-	}()
-	return d
-}
-
 // TestSameHostMigration: source and destination are one host, as in `xl
 // migrate` to localhost: the incoming copy is NAME--incoming until the
 // switchover, then takes the name; the memory is exactly the unmigrated run's.
@@ -79,7 +59,7 @@ func TestSameHostMigration(t *testing.T) {
 			h := sim.NewHost()
 			defer h.Close()
 			dom := boot(t, h, spec, 300)
-			dst := receiveOn(t, h)
+			dst := receiveOn(t, h, xenmig.Transport{})
 			res := dst.migrate(t, h, dom, plan(mode, xenmig.PushPrepaging), "")
 			checkDigest(t, res, want)
 			id, err := h.Lookup(spec.Name)
@@ -119,7 +99,7 @@ func TestRefusedUpFront(t *testing.T) {
 			// before the destination refuses: its abort must still arrive.
 			dstHost := &countingHost{Host: sim.NewHost(tc.dst...), slowPaging: 300 * time.Millisecond}
 			defer dstHost.Close()
-			dst := receiveOn(t, dstHost)
+			dst := receiveOn(t, dstHost, xenmig.Transport{})
 			_, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, plan(xenmig.PostCopy, xenmig.PushPrepaging), testLog("src"))
 			if !errors.Is(err, tc.want) || errors.Is(err, xenmig.ErrCommitted) {
 				t.Errorf("Migrate() = %v, want %v before the switchover", err, tc.want)
@@ -151,7 +131,7 @@ func TestFailureAfterSuspend(t *testing.T) {
 			dom := boot(t, src.Host, spec, 300)
 			dstHost := &countingHost{Host: sim.NewHost(), failRestore: true}
 			defer dstHost.Close()
-			dst := receiveOn(t, dstHost)
+			dst := receiveOn(t, dstHost, xenmig.Transport{})
 			_, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, plan(mode, xenmig.PushPrepaging), testLog("src"))
 			if err == nil || errors.Is(err, xenmig.ErrCommitted) {
 				t.Fatalf("Migrate() = %v, want a failure before the switchover", err)
@@ -221,7 +201,7 @@ func TestUnpageableGFNs(t *testing.T) {
 			dom := boot(t, src, spec, 500)
 			dstHost := busyHost{Host: sim.NewHost(), busy: func(g hypervisor.GFN) bool { return g%97 == 5 }}
 			defer dstHost.Close()
-			dst := receiveOn(t, dstHost)
+			dst := receiveOn(t, dstHost, xenmig.Transport{})
 			res := dst.migrate(t, src, dom, plan(mode, xenmig.PushPrepaging), "")
 			checkDigest(t, res, want)
 		})

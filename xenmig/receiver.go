@@ -325,7 +325,13 @@ func (r *receiver) prepare(ctx context.Context, mode Mode, start time.Time) erro
 	out.AndNot(r.special)
 	if mode == PostCopy {
 		// Paged out while the source sends pages early; the installer
-		// comes with the owed list, at the pause.
+		// comes with the owed list, at the pause. The source holds its
+		// early pages until the shell exists: building it may take
+		// longer than a stalled write may last. Shell goes before the
+		// preparer can say prepared.
+		if err := r.links.main.w.Write(wire.TypeShell); err != nil {
+			return fmt.Errorf("send shell: %w", err)
+		}
 		r.prep = r.startPreparer(ctx, out, start)
 		return nil
 	}

@@ -199,7 +199,9 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 		prepared, early, err = s.earlyPush(ctx)
 	case s.plan.Mode == PostCopy:
 		early = hypervisor.NewBitmap(s.populated.Len())
-		fallthrough
+		if _, err = s.links.main.expect(wire.TypeShell); err == nil {
+			prepared, err = s.links.main.expect(wire.TypePrepared)
+		}
 	default:
 		prepared, err = s.links.main.expect(wire.TypePrepared)
 	}

@@ -23,11 +23,6 @@ const phasePrecopy = "precopy"
 // a later round's copy of it can never overtake an earlier one.
 const streamChunk = 512
 
-// streamOf returns the page stream that carries g's pre-copy pages.
-func streamOf(g hypervisor.GFN, streams int) int {
-	return int(uint64(g) / streamChunk % uint64(streams))
-}
-
 // sendSet sends every gfn of set in ascending order, each stream its share
 // of chunks, in parallel.
 func (s *sender) sendSet(ctx context.Context, set *hypervisor.Bitmap, flags wire.PageFlags, phase string) error {
@@ -73,6 +68,11 @@ func (s *sender) sendShare(ctx context.Context, c *conn, set *hypervisor.Bitmap,
 // destination's prepared record and the gfns sent.
 func (s *sender) earlyPush(ctx context.Context) ([]byte, *hypervisor.Bitmap, error) {
 	s.progress.set("prepare", 0, s.populated.Count())
+	// Nothing is read on the destination until its shell exists, which
+	// on Xen (libxl building it) may take longer than a write may stall.
+	if _, err := s.links.main.expect(wire.TypeShell); err != nil {
+		return nil, nil, err
+	}
 	sent := newClaimSet(s.populated.Len())
 	stop := make(chan struct{})
 	g, gctx := errgroup.WithContext(ctx)

@@ -61,6 +61,7 @@ const (
 	TypeLayout     Type = 19 // sender, once paused: the populated gfns now
 	TypeSync       Type = 20 // sender, on bulk streams: pages before it precede main's next control record
 	TypeDirect     Type = 21 // receiver, post-copy, answering owed: more gfns it could not page out
+	TypeShell      Type = 22 // receiver, post-copy: the shell exists; pages sent early are taken from now
 )
 
 var typeNames = map[Type]string{
@@ -70,6 +71,7 @@ var typeNames = map[Type]string{
 	TypeRequest: "request", TypePushDone: "push-done", TypeComplete: "complete",
 	TypeAbort: "abort", TypeStats: "stats", TypeFinished: "finished",
 	TypeGuestFinal: "guest-final", TypeResume: "resume", TypeLayout: "layout", TypeSync: "sync", TypeDirect: "direct",
+	TypeShell: "shell",
 }
 
 // bodyBounds is the largest body of the record types that are small: the
@@ -81,7 +83,7 @@ var bodyBounds = map[Type]uint32{
 	TypeHello: uint32(helloSize), TypeHelloAck: smallBody, TypeAbort: smallBody,
 	TypeGuestFinal: smallBody, TypeStats: 1 << 20,
 	TypeReady: smallBody, TypeGo: smallBody, TypeResumed: smallBody, TypePushDone: smallBody,
-	TypeComplete: smallBody, TypeFinished: smallBody, TypeSync: smallBody,
+	TypeComplete: smallBody, TypeFinished: smallBody, TypeSync: smallBody, TypeShell: smallBody,
 }
 
 // MaxBodyOf returns the largest body a record of type t may have: its

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	mathbits "math/bits"
 	"slices"
 	"time"
@@ -23,6 +24,23 @@ const phasePrecopy = "precopy"
 // a later round's copy of it can never overtake an earlier one.
 const streamChunk = 512
 
+// shareOf yields, in ascending order, the gfns set in words (a bitmap's)
+// that fall in stream i's chunks of streams.
+func shareOf(words []uint64, i, streams int) iter.Seq[hypervisor.GFN] {
+	return func(yield func(hypervisor.GFN) bool) {
+		const chunkWords = streamChunk / 64
+		for w := i * chunkWords; w < len(words); w += streams * chunkWords {
+			for j := w; j < min(w+chunkWords, len(words)); j++ {
+				for bits := words[j]; bits != 0; bits &= bits - 1 {
+					if !yield(hypervisor.GFN(j*64 + mathbits.TrailingZeros64(bits))) {
+						return
+					}
+				}
+			}
+		}
+	}
+}
+
 // sendSet sends every gfn of set in ascending order, each stream its share
 // of chunks, in parallel.
 func (s *sender) sendSet(ctx context.Context, set *hypervisor.Bitmap, flags wire.PageFlags, phase string) error {
@@ -38,19 +56,12 @@ func (s *sender) sendSet(ctx context.Context, set *hypervisor.Bitmap, flags wire
 func (s *sender) sendShare(ctx context.Context, c *conn, set *hypervisor.Bitmap, i, streams int, flags wire.PageFlags, phase string) error {
 	sc := newScratch(s.plan.BatchPages)
 	batch := make([]hypervisor.GFN, 0, s.plan.BatchPages)
-	words := set.Words()
-	const chunkWords = streamChunk / 64
-	for w := i * chunkWords; w < len(words); w += streams * chunkWords {
-		for j := w; j < min(w+chunkWords, len(words)); j++ {
-			for bits := words[j]; bits != 0; bits &= bits - 1 {
-				batch = append(batch, hypervisor.GFN(j*64+mathbits.TrailingZeros64(bits)))
-				if len(batch) == cap(batch) {
-					if err := s.sendPages(ctx, c, sc, batch, flags, phase); err != nil {
-						return err
-					}
-					batch = batch[:0]
-				}
+	for g := range shareOf(set.Words(), i, streams) {
+		if batch = append(batch, g); len(batch) == cap(batch) {
+			if err := s.sendPages(ctx, c, sc, batch, flags, phase); err != nil {
+				return err
 			}
+			batch = batch[:0]
 		}
 	}
 	if len(batch) > 0 {
@@ -122,7 +133,6 @@ func (s *sender) earlyShare(ctx context.Context, c *conn, i, streams int, stop <
 	// of the layout and the vCPU state, in the downtime: queue little.
 	queue := newSendQueue(c.tcp)
 	batch := make([]hypervisor.GFN, 0, s.plan.BatchPages)
-	words := s.populated.Words()
 	var hot *hypervisor.Bitmap
 	var peeked time.Time
 	flush := func() error {
@@ -149,18 +159,12 @@ func (s *sender) earlyShare(ctx context.Context, c *conn, i, streams int, stop <
 		queue.sent(sc.wrote)
 		return err
 	}
-	const chunkWords = streamChunk / 64
-	for w := i * chunkWords; w < len(words); w += streams * chunkWords {
-		for j := w; j < min(w+chunkWords, len(words)); j++ {
-			for bits := words[j]; bits != 0; bits &= bits - 1 {
-				batch = append(batch, hypervisor.GFN(j*64+mathbits.TrailingZeros64(bits)))
-				if len(batch) == cap(batch) {
-					if err := flush(); errors.Is(err, errStopped) {
-						return nil
-					} else if err != nil {
-						return err
-					}
-				}
+	for g := range shareOf(s.populated.Words(), i, streams) {
+		if batch = append(batch, g); len(batch) == cap(batch) {
+			if err := flush(); errors.Is(err, errStopped) {
+				return nil
+			} else if err != nil {
+				return err
 			}
 		}
 	}

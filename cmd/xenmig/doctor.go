@@ -39,7 +39,7 @@ It exits 0 when post-copy can run here (for DOMAIN, if named), 6 otherwise.`,
 				fmt.Print(r.String())
 			}
 			if !r.PostCopy {
-				return withCode(exitUnsupported, fmt.Errorf("post-copy migration cannot run on this host (see the problems above)"))
+				return reportedWithCode(exitUnsupported, fmt.Errorf("post-copy migration cannot run on this host (see the problems above)"))
 			}
 			return nil
 		},

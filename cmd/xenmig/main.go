@@ -43,8 +43,9 @@ const exitCodesHelp = `Exit codes:
 
 // exitError carries an exit code with the error that caused it.
 type exitError struct {
-	code int
-	err  error
+	code     int
+	err      error
+	reported bool // the command already printed its JSON result
 }
 
 func (e *exitError) Error() string { return e.err.Error() }
@@ -55,6 +56,16 @@ func withCode(code int, err error) error {
 		return nil
 	}
 	return &exitError{code: code, err: err}
+}
+
+// reportedWithCode is withCode for a command that has already printed its
+// result (with --json, the one object on stdout): main adds no failure
+// object after it.
+func reportedWithCode(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &exitError{code: code, err: err, reported: true}
 }
 
 // app is what every command shares: the configuration and the logger.
@@ -76,14 +87,14 @@ func main() {
 		os.Exit(exitOK)
 	}
 	fmt.Fprintln(os.Stderr, "xenmig:", err)
-	code := exitUsage // cobra's own errors: unknown flags and commands
+	code, reported := exitUsage, false // cobra's own errors: unknown flags and commands
 	var ee *exitError
 	if errors.As(err, &ee) {
-		code = ee.code
+		code, reported = ee.code, ee.reported
 	}
-	// A script that asked for JSON gets an object on failure too (a digest
-	// mismatch has already printed its result).
-	if f := cmd.Flags().Lookup("json"); f != nil && f.Value.String() == "true" && code != exitDigest {
+	// A script that asked for JSON gets one object on failure too: the
+	// command's result if it printed one, else this.
+	if f := cmd.Flags().Lookup("json"); f != nil && f.Value.String() == "true" && !reported {
 		json.NewEncoder(os.Stdout).Encode(failureReport{Error: err.Error(), ExitCode: code})
 	}
 	os.Exit(code)

@@ -350,12 +350,12 @@ func (a *app) migrate(ctx context.Context, hv hypervisor.Hypervisor, plan xenmig
 	if reference != nil {
 		if res.Digest == "" {
 			// Interrupted, or the destination could not say: no verdict.
-			return res, withCode(exitFailure, errors.New("the destination reported no memory digest of the guest's run (interrupted, or its run did not end there): its memory was not checked"))
+			return res, reportedWithCode(exitFailure, errors.New("the destination reported no memory digest of the guest's run (interrupted, or its run did not end there): its memory was not checked"))
 		}
 		match := res.Digest == reference.String()
 		res.DigestMatch = &match
 		if !match {
-			return res, withCode(exitDigest, fmt.Errorf("memory digest %s differs from the unmigrated run's %s", res.Digest, reference))
+			return res, reportedWithCode(exitDigest, fmt.Errorf("memory digest %s differs from the unmigrated run's %s", res.Digest, reference))
 		}
 	}
 	return res, nil

@@ -75,7 +75,10 @@ func domainInfo(r rawDomainInfo, name string) hypervisor.DomainInfo {
 		// PVH: Xen emulates the local APIC only; HVM: much more, and a
 		// device model (QEMU) serves the rest.
 		DeviceModel: r.Flags&dominfHVM != 0 && r.EmuFlags&^emuLAPIC != 0,
-		UUID:        formatUUID(r.Handle),
+		// Every HVM/PVH guest that resumes cooperatively re-registers its
+		// vcpu_info (docs/XEN.md, "Post-copy on real Xen").
+		PagedResumeFails: r.Flags&dominfHVM != 0,
+		UUID:             formatUUID(r.Handle),
 	}
 }
 

@@ -33,7 +33,7 @@ func TestDomainInfo(t *testing.T) {
 		Handle: [16]byte{0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 1, 2, 3, 4, 5, 6, 7, 8}, EmuFlags: emuLAPIC}
 	got := domainInfo(r, "web")
 	want := hypervisor.DomainInfo{ID: 7, Name: "web", State: hypervisor.StatePaused, VCPUs: 4, MaxPages: 200, TotPages: 100, PagedPages: 3,
-		HVM: true, HAP: true, UUID: "12345678-9abc-def0-0102-030405060708"}
+		HVM: true, HAP: true, PagedResumeFails: true, UUID: "12345678-9abc-def0-0102-030405060708"}
 	if got != want {
 		t.Errorf("domainInfo(%+v) = %+v, want %+v", r, got, want)
 	}

@@ -625,8 +625,13 @@ func TestBreakAtSwitchover(t *testing.T) {
 					if err != nil {
 						t.Fatalf("Migrate() = %v, want it to finish after asking the destination again", err)
 					}
-					if res.Reconnects != 1 && !tc.complete {
-						t.Errorf("reconnects = %d, want 1", res.Reconnects)
+					// A destination that had every page when the path broke
+					// (hybrid: the rounds may leave nothing owed) is complete:
+					// the source learns so on asking, without reconnecting,
+					// and without the destination's measures (ResumeMS 0).
+					settled := res.Reconnects == 0 && res.ResumeMS == 0
+					if res.Reconnects != 1 && !tc.complete && !settled {
+						t.Errorf("reconnects = %d, want 1 (or the destination complete when asked)", res.Reconnects)
 					}
 					host = dstHost.Host
 				} else {

@@ -26,44 +26,6 @@ import (
 // BenchmarkCalib* run anywhere and tell how much slower the machine is than
 // another (TCG against the host): run them on both.
 
-// scratchHost opens the hypervisor and looks up the scratch domain.
-func scratchHost(b *testing.B) (*Host, hypervisor.DomID) {
-	b.Helper()
-	name := os.Getenv("XENMIG_BENCH_SCRATCH")
-	if name == "" || !haveXen() {
-		b.Skip("requires a Xen host and XENMIG_BENCH_SCRATCH: a paused domain it may populate and page")
-	}
-	h, err := Open()
-	if err != nil {
-		b.Fatalf("Open() = %v", err)
-	}
-	b.Cleanup(func() { h.Close() })
-	d, err := h.Lookup(name)
-	if err != nil {
-		b.Fatalf("Lookup(%q) = %v", name, err)
-	}
-	return h, d
-}
-
-// liveBenchHost is liveHost for benchmarks.
-func liveBenchHost(b *testing.B) (*Host, hypervisor.DomID) {
-	b.Helper()
-	name := os.Getenv("XENMIG_TEST_DOMAIN")
-	if name == "" || !haveXen() {
-		b.Skip("requires a Xen host and XENMIG_TEST_DOMAIN: a running guest it may read")
-	}
-	h, err := Open()
-	if err != nil {
-		b.Fatalf("Open() = %v", err)
-	}
-	b.Cleanup(func() { h.Close() })
-	d, err := h.Lookup(name)
-	if err != nil {
-		b.Fatalf("Lookup(%q) = %v", name, err)
-	}
-	return h, d
-}
-
 // populatedGFNs returns up to n populated gfns of d, from the middle of its
 // memory (clear of the special pages at the top and firmware at the bottom).
 func populatedGFNs(b *testing.B, h *Host, d hypervisor.DomID, n int) []hypervisor.GFN {
@@ -82,7 +44,7 @@ func populatedGFNs(b *testing.B, h *Host, d hypervisor.DomID, n int) []hyperviso
 // BenchmarkLiveReadPages: one foreign map + copy + unmap of a batch of N
 // pages of a running guest (ns/op is per batch; see pages/s).
 func BenchmarkLiveReadPages(b *testing.B) {
-	h, d := liveBenchHost(b)
+	h, d := domainFromEnv(b, "XENMIG_TEST_DOMAIN", "a running guest it may read")
 	for _, n := range []int{1, 64, 512} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			gfns := populatedGFNs(b, h, d, n)
@@ -102,7 +64,7 @@ func BenchmarkLiveReadPages(b *testing.B) {
 // BenchmarkLiveDirtyLogPeek: one peek-and-clean of the log-dirty bitmap of a
 // running guest (every gfn up to its highest).
 func BenchmarkLiveDirtyLogPeek(b *testing.B) {
-	h, d := liveBenchHost(b)
+	h, d := domainFromEnv(b, "XENMIG_TEST_DOMAIN", "a running guest it may read")
 	if err := h.EnableLogDirty(d); err != nil {
 		b.Fatalf("EnableLogDirty(%d) = %v", d, err)
 	}
@@ -118,7 +80,7 @@ func BenchmarkLiveDirtyLogPeek(b *testing.B) {
 // BenchmarkLivePopulate: depopulate then populate a batch of N gfns of the
 // paused scratch domain (ns/op covers both calls).
 func BenchmarkLivePopulate(b *testing.B) {
-	h, d := scratchHost(b)
+	h, d := domainFromEnv(b, "XENMIG_BENCH_SCRATCH", "a paused domain it may populate and page")
 	for _, n := range []int{1, 64} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			gfns := populatedGFNs(b, h, d, n)
@@ -141,7 +103,7 @@ func pagingHost(b *testing.B) (*Host, hypervisor.DomID, hypervisor.Pager) {
 	if os.Getenv("XENMIG_TEST_PAGING") != "1" {
 		b.Skip("set XENMIG_TEST_PAGING=1 (a Xen built with CONFIG_MEM_PAGING)")
 	}
-	h, d := scratchHost(b)
+	h, d := domainFromEnv(b, "XENMIG_BENCH_SCRATCH", "a paused domain it may populate and page")
 	pg, err := h.EnablePaging(d)
 	if errors.Is(err, hypervisor.ErrPagingUnsupported) {
 		b.Skipf("this Xen has no mem_paging: %v", err)

@@ -24,23 +24,31 @@ import (
 //
 // See docs/XEN.md, "Testing on a real Xen host".
 
+// liveHost is the domain XENMIG_TEST_DOMAIN names.
 func liveHost(t *testing.T) (*Host, hypervisor.DomID) {
 	t.Helper()
+	return domainFromEnv(t, "XENMIG_TEST_DOMAIN", "a scratch domain")
+}
+
+// domainFromEnv opens the hypervisor and looks up the domain the variable
+// env names, or skips the test or benchmark, saying it requires what.
+func domainFromEnv(tb testing.TB, env, what string) (*Host, hypervisor.DomID) {
+	tb.Helper()
 	if !haveXen() {
-		t.Skip("requires a Xen host: /dev/xen/privcmd not present")
+		tb.Skip("requires a Xen host: /dev/xen/privcmd not present")
 	}
-	name := os.Getenv("XENMIG_TEST_DOMAIN")
+	name := os.Getenv(env)
 	if name == "" {
-		t.Skip("requires a scratch domain: set XENMIG_TEST_DOMAIN to its name")
+		tb.Skipf("requires %s: set %s to its name", what, env)
 	}
 	h, err := Open()
 	if err != nil {
-		t.Fatalf("Open() = %v", err)
+		tb.Fatalf("Open() = %v", err)
 	}
-	t.Cleanup(func() { h.Close() })
+	tb.Cleanup(func() { h.Close() })
 	d, err := h.Lookup(name)
 	if err != nil {
-		t.Fatalf("Lookup(%q) = %v", name, err)
+		tb.Fatalf("Lookup(%q) = %v", name, err)
 	}
 	return h, d
 }

@@ -8,6 +8,33 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// dialIdlePeer returns a connection to a loopback peer that accepts it,
+// runs setup on its end (if given) and holds it open for a second without
+// reading, as a receiver busy elsewhere would. Both close with the test.
+func dialIdlePeer(t *testing.T, setup func(net.Conn)) net.Conn {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			defer c.Close()
+			if setup != nil {
+				setup(c)
+			}
+			time.Sleep(time.Second)
+		}
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return nc
+}
+
 // sockopt reads an int socket option of c.
 func sockopt(t *testing.T, c *net.TCPConn, level, opt int) int {
 	t.Helper()
@@ -31,24 +58,7 @@ func sockopt(t *testing.T, c *net.TCPConn, level, opt int) int {
 // ACKs still flowing). Before, a slow measure shrank the send buffer to
 // 16 KiB.
 func TestSocketBufferFloors(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			defer c.Close()
-			tuneSocket(c)
-			time.Sleep(time.Second)
-		}
-	}()
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	tc := tuneSocket(nc)
+	tc := tuneSocket(dialIdlePeer(t, func(c net.Conn) { tuneSocket(c) }))
 	mss := sockopt(t, tc, unix.IPPROTO_TCP, unix.TCP_MAXSEG)
 	if got, want := sockopt(t, tc, unix.SOL_SOCKET, unix.SO_RCVBUF), 2*receiveFloor; got < want {
 		t.Errorf("SO_RCVBUF = %d, want at least %d", got, want)
@@ -70,23 +80,7 @@ func TestSocketBufferFloors(t *testing.T) {
 // the whole wait, shrank the main channel's send buffer to its 16 KiB
 // floor, under a loopback segment, and pushed ~550 pages/s).
 func TestSendQueueIdleStart(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			defer c.Close()
-			time.Sleep(time.Second)
-		}
-	}()
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	q := newSendQueue(nc.(*net.TCPConn))
+	q := newSendQueue(dialIdlePeer(t, nil).(*net.TCPConn))
 	q.floor = 4 << 10 // what only a slow link would bring the buffer down to
 	start := q.size
 	time.Sleep(50 * time.Millisecond) // the demand-only wait

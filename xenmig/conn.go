@@ -24,6 +24,9 @@ func (c countingConn) Write(b []byte) (int, error) {
 func (c *conn) countWrites(n *atomic.Uint64) {
 	c.Conn = countingConn{c.Conn, n}
 	c.w = wire.NewWriter(c.Conn)
+	if c.sealed {
+		c.w.SkipChecksums()
+	}
 }
 
 // queueBudget is how long a page the push has already claimed may wait

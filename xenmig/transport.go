@@ -50,6 +50,7 @@ type conn struct {
 	stream uint8        // index among the page streams (0: main, urgent)
 	r      *wire.Reader
 	w      *wire.Writer
+	sealed bool // TLS authenticates every byte: records carry no checksum
 }
 
 // newConn wraps a connection that has said its Hello with the transport's
@@ -59,6 +60,16 @@ func newConn(c net.Conn, tcp *net.TCPConn, t Transport) *conn {
 	cn := &conn{Conn: sc, tcp: tcp, r: wire.NewReader(sc), w: wire.NewWriter(sc)}
 	cn.r.OnRecord(sc.midRecord)
 	return cn
+}
+
+// helloDone ends the hello exchange on c: under TLS, whose AEAD
+// authenticates every byte, the records that follow carry no checksum.
+func (c *conn) helloDone(t Transport) {
+	if t.TLS != nil {
+		c.sealed = true
+		c.r.SkipChecksums()
+		c.w.SkipChecksums()
+	}
 }
 
 // expect reads the next record and requires it to be of type t. An Abort
@@ -243,6 +254,7 @@ func (t Transport) dialRole(ctx context.Context, addr string, h wire.Hello) (*co
 		return nil, fmt.Errorf("%w: %s: %v", ErrNotXenmig, addr, err)
 	}
 	c.r.Allow()
+	c.helloDone(t)
 	var ack wire.Ack
 	if err := wire.UnmarshalJSON(typ, body, &ack); err != nil {
 		c.Close()
@@ -520,11 +532,14 @@ func (l *Listener) handshake(nc net.Conn) {
 			return
 		}
 		c := &links{main: newConn(nc, tcp, l.transport), urgent: newConn(u.nc, u.tcp, l.transport)}
+		c.main.helloDone(l.transport)
+		c.urgent.helloDone(l.transport)
 		nc.SetDeadline(time.Time{})
 		u.nc.SetDeadline(time.Time{})
 		for _, b := range bulk {
 			b.nc.SetDeadline(time.Time{})
 			bc := newConn(b.nc, b.tcp, l.transport)
+			bc.helloDone(l.transport)
 			bc.stream = b.stream
 			c.bulk = append(c.bulk, bc)
 		}

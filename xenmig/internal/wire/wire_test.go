@@ -66,6 +66,30 @@ func TestReadRejectsCorruption(t *testing.T) {
 	}
 }
 
+// TestSkipChecksums: under TLS both ends skip the CRC; the field is zero,
+// so an end that still checks refuses the record rather than trusting it.
+func TestSkipChecksums(t *testing.T) {
+	body := bytes.Repeat([]byte{7}, 2*hypervisor.PageSize)
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	w.SkipChecksums()
+	if err := w.Write(TypePages, body); err != nil {
+		t.Fatalf("Write() = %v", err)
+	}
+	rec := buf.Bytes()
+	if crc := binary.LittleEndian.Uint32(rec[8:]); crc != 0 {
+		t.Errorf("checksum field = %#x, want 0", crc)
+	}
+	r := NewReader(bytes.NewReader(rec))
+	r.SkipChecksums()
+	if typ, got, err := r.Read(); err != nil || typ != TypePages || !bytes.Equal(got, body) {
+		t.Errorf("Read() skipping = %v, %d bytes, %v; want pages, %d bytes", typ, len(got), err, len(body))
+	}
+	if _, _, err := NewReader(bytes.NewReader(rec)).Read(); !errors.Is(err, ErrChecksum) {
+		t.Errorf("Read() checking = %v, want ErrChecksum", err)
+	}
+}
+
 func TestPagesRoundTrip(t *testing.T) {
 	gfns := []hypervisor.GFN{5, 1 << 40, 9}
 	zero := []bool{false, true, false}

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xenmig/xenmig/hypervisor"
 	"github.com/xenmig/xenmig/xenmig/internal/wire"
 )
 
@@ -40,15 +41,20 @@ const (
 	maxSendBuffer = 8 << 20
 )
 
-// sendQueue sizes the main connection's send buffer to queueBudget at the
-// best rate the link was measured to carry: about 30 KiB on a Gigabit link,
-// a few MiB on loopback. A buffer too small for the link raises the rate it
+// sendQueue sizes a page stream's send buffer to queueBudget at the best
+// rate the link was measured to carry: about 30 KiB on a Gigabit link, a
+// few MiB on loopback. A buffer too small for the link raises the rate it
 // measures, so it grows until the link, not the buffer, is the limit.
+//
+// Linux keeps twice what SO_SNDBUF asks (the other half for its own
+// accounting), and on a slow link the data queued in the socket waits in
+// the bottleneck's queue too, in front of any demanded page: so the
+// buffer is set to half the budget's bytes.
 type sendQueue struct {
 	tcp   *net.TCPConn
 	since time.Time
 	bytes int
-	size  int
+	size  int     // bytes the buffer holds: twice what SO_SNDBUF was given
 	floor int     // never below what the path's segments need (sendFloor)
 	peak  float64 // best rate measured, bytes per second
 }
@@ -57,10 +63,17 @@ func newSendQueue(tcp *net.TCPConn) *sendQueue {
 	q := &sendQueue{tcp: tcp, size: 64 << 10, floor: minSendBuffer}
 	if tcp != nil {
 		q.floor = sendFloor(tcp)
-		q.size = max(q.size, q.floor)
-		tcp.SetWriteBuffer(q.size)
+		q.size = max(q.size, 2*q.floor)
+		tcp.SetWriteBuffer(q.size / 2)
 	}
 	return q
+}
+
+// batch returns how many pages a push batch should hold, at most max: no
+// more than the buffer holds, so that a page the batch claimed waits
+// behind at most about two budgets of data.
+func (q *sendQueue) batch(max int) int {
+	return min(max, q.size/hypervisor.PageSize)
 }
 
 // sent records n bytes written and resizes the buffer every 20 ms. The
@@ -85,9 +98,9 @@ func (q *sendQueue) sent(n int) {
 	// itself into a spiral.
 	q.peak = max(q.peak, float64(q.bytes)/el.Seconds())
 	want := int(q.peak * queueBudget.Seconds())
-	want = min(max(want, q.floor), maxSendBuffer)
+	want = min(max(want, 2*q.floor), maxSendBuffer)
 	if want > q.size*5/4 || want < q.size*3/4 {
-		q.tcp.SetWriteBuffer(want)
+		q.tcp.SetWriteBuffer(want / 2)
 		q.size = want
 	}
 	q.since, q.bytes = time.Now(), 0

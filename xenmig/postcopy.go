@@ -106,7 +106,7 @@ func (s *sender) push(ctx context.Context, c *conn, order *pushOrder, lastFault 
 	}
 	buf := make([]hypervisor.GFN, 0, s.plan.BatchPages)
 	for ctx.Err() == nil {
-		gfns := order.next(buf, s.plan.BatchPages)
+		gfns := order.next(buf, queue.batch(s.plan.BatchPages))
 		if len(gfns) == 0 {
 			break
 		}

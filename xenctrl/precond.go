@@ -119,11 +119,6 @@ func GuestWarnings(info hypervisor.DomainInfo) []string {
 		w = append(w, fmt.Sprintf("domain %d already has %d pages paged out: another pager "+
 			"(xenpaging?) is attached", info.ID, info.PagedPages))
 	}
-	if info.PagedResumeFails {
-		w = append(w, fmt.Sprintf("domain %d re-registers its vcpu_info when it resumes, which Xen 4.17 refuses "+
-			"on memory not yet arrived (a Linux PVH guest panics): `xenmig migrate` refuses post-copy and hybrid "+
-			"of it and moves it by --mode precopy (docs/XEN.md)", info.ID))
-	}
 	return w
 }
 

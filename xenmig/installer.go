@@ -198,6 +198,13 @@ func (in *installer) fault(reqs []hypervisor.Request) ([]hypervisor.GFN, error) 
 	return remote, nil
 }
 
+// owes reports whether g is owed and not installed yet.
+func (in *installer) owes(g hypervisor.GFN) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return uint64(g) < in.owed.Len() && in.owed.Test(g) && !in.installed.Test(g)
+}
+
 // installBatch installs every page of a batch.
 func (in *installer) installBatch(p wire.Pages) error {
 	for g, page := range p.All() {

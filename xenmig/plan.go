@@ -76,12 +76,6 @@ type Plan struct {
 	// paged out, so the preparation overlaps the transfer. Pages the guest
 	// writes again before the switchover cross twice.
 	EarlyPush bool
-	// PagedResume lets post-copy and hybrid move a guest whose resume path
-	// fails on paged-out memory (DomainInfo.PagedResumeFails: every guest on
-	// real Xen today). Off, such a guest is refused before anything is
-	// touched; on, it is for the lab's experiments: the guest is expected
-	// to crash on the destination.
-	PagedResume bool
 	// DemandIdle is how long demand-only paging waits without a fault
 	// before it sends what is left in order; DemandMax bounds the whole
 	// demand-only phase.

@@ -45,6 +45,10 @@ func (s *sender) postcopy(ctx context.Context, owed *hypervisor.Bitmap, heat []u
 	}
 }
 
+// abortGrace is how long a broken post-copy round waits for the
+// destination's word on main before it reconnects.
+const abortGrace = time.Second
+
 // postcopyRound pushes and serves faults over the current connections until
 // the destination confirms every gfn, or a connection breaks.
 func (s *sender) postcopyRound(ctx context.Context, claims *claimSet, order *pushOrder) error {
@@ -73,15 +77,28 @@ func (s *sender) postcopyRound(ctx context.Context, claims *claimSet, order *pus
 		s.links.urgent.Close() // ends the demand server
 		return g.Wait()
 	}
-	// Broken: close every connection so that no goroutine stays blocked on
-	// them, then report the first cause.
+	// Broken. The destination may have said why on main (an abort) just
+	// before its other connections closed: read that before closing main.
+	if !answered {
+		s.links.urgent.Close()
+		for _, c := range s.links.bulk {
+			c.Close()
+		}
+		select {
+		case err = <-complete:
+			answered = true
+		case <-time.After(abortGrace):
+		}
+	}
+	// Close every connection so that no goroutine stays blocked on them,
+	// then report the first cause.
 	s.links.close()
 	gerr := g.Wait()
 	if !answered {
 		err = <-complete
 	}
-	if gerr != nil {
-		return gerr
+	if gerr != nil && !errors.Is(err, ErrAborted) {
+		return gerr // the cause; unless the destination said why it ended (its abort closed the pushers' connections)
 	}
 	return err
 }

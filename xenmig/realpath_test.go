@@ -3,6 +3,7 @@ package xenmig_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,7 +23,6 @@ type countingHost struct {
 	suspends    atomic.Int64
 	failRestore bool
 	deviceModel bool
-	pagedResume bool          // the guest's resume fails on paged-out memory, as on real Xen
 	slowPaging  time.Duration // EnablePaging takes this long first, as a real shell's preparation does
 }
 
@@ -46,7 +46,6 @@ func (h *countingHost) RestoreCPU(id hypervisor.DomID, s hypervisor.CPUState) er
 func (h *countingHost) Info(id hypervisor.DomID) (hypervisor.DomainInfo, error) {
 	info, err := h.Host.Info(id)
 	info.DeviceModel = h.deviceModel
-	info.PagedResumeFails = h.pagedResume
 	return info, err
 }
 
@@ -87,7 +86,6 @@ func TestRefusedUpFront(t *testing.T) {
 		connects bool // the sender gets as far as the destination
 	}{
 		{"HVM guest with a device model", func(h *countingHost) { h.deviceModel = true }, nil, hypervisor.ErrGuestUnsupported, false},
-		{"post-copy of a guest whose resume fails on paged-out memory", func(h *countingHost) { h.pagedResume = true }, nil, hypervisor.ErrGuestUnsupported, false},
 		{"destination lacks a CPU feature", nil, []sim.Option{sim.WithCPUFeatures(1)}, hypervisor.ErrIncompatible, true},
 		{"post-copy to a hypervisor without mem_paging", nil, []sim.Option{sim.WithoutPaging()}, hypervisor.ErrPagingUnsupported, true},
 	} {
@@ -116,7 +114,7 @@ func TestRefusedUpFront(t *testing.T) {
 			if doms, _ := dstHost.Domains(); len(doms) != 0 {
 				t.Errorf("the destination kept %d domains, want none", len(doms))
 			}
-			src.deviceModel, src.pagedResume = false, false
+			src.deviceModel = false
 			runsOnSource(t, src.Host, dom, spec)
 		})
 	}
@@ -211,27 +209,90 @@ func TestUnpageableGFNs(t *testing.T) {
 	}
 }
 
-// TestPagedResumeOptIn: a guest whose resume fails on paged-out memory (every
-// guest on real Xen: the lab saw a Linux PVH guest panic in
-// register_vcpu_info) still moves by pre-copy, and by post-copy only when the
-// plan opts in (`--unsafe-paged-resume`, for the lab's experiments).
-func TestPagedResumeOptIn(t *testing.T) {
-	spec := guest("pagedresume", sim.Idle, 2000)
+// TestResumeSet: a guest that registers its vcpu_info again as it resumes
+// (every Linux PVH guest on real Xen: the lab saw one panic in
+// register_vcpu_info on a paged-out gfn) moves in every mode: the pages its
+// suspend wrote are installed in the downtime, before it runs.
+func TestResumeSet(t *testing.T) {
+	spec := guest("resumeset", sim.KernelCompile, 3000)
+	spec.PVResume = true
 	want := reference(t, spec)
 	for _, tc := range []struct {
+		name  string
 		mode  xenmig.Mode
-		optIn bool
-	}{{xenmig.PreCopy, false}, {xenmig.PostCopy, true}} {
-		t.Run(string(tc.mode), func(t *testing.T) {
-			src := &countingHost{Host: sim.NewHost(), pagedResume: true}
+		early bool
+	}{
+		{"precopy", xenmig.PreCopy, false},
+		{"postcopy", xenmig.PostCopy, false},
+		{"postcopy-early", xenmig.PostCopy, true},
+		{"hybrid", xenmig.Hybrid, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := sim.NewHost()
 			defer src.Close()
-			dom := boot(t, src.Host, spec, 100)
+			dom := boot(t, src, spec, 300)
 			dstHost := sim.NewHost()
 			defer dstHost.Close()
 			dst := receiveOn(t, dstHost, xenmig.Transport{})
 			p := plan(tc.mode, xenmig.PushPrepaging)
-			p.PagedResume = tc.optIn
-			checkDigest(t, dst.migrate(t, src, dom, p, ""), want)
+			p.EarlyPush = tc.early
+			res := dst.migrate(t, src, dom, p, "")
+			checkDigest(t, res, want)
+			switch paging := tc.mode != xenmig.PreCopy; {
+			case paging && res.ResumePages == 0:
+				t.Errorf("ResumePages = 0, want the pages the suspend wrote")
+			case !paging && res.ResumePages != 0:
+				t.Errorf("ResumePages = %d, want 0 in pre-copy (its stop-and-copy sends them)", res.ResumePages)
+			}
 		})
+	}
+}
+
+// crashingHost crashes each domain it unpauses, as a guest that panics in
+// its resume path does: the vCPU touches a hole, and Unpause returns once
+// Xen has crashed the domain.
+type crashingHost struct {
+	*sim.Host
+	hole hypervisor.GFN
+}
+
+func (h crashingHost) Unpause(id hypervisor.DomID) error {
+	if err := h.Host.Unpause(id); err != nil {
+		return err
+	}
+	if err := h.Touch(id, 0, h.hole, false); err != nil {
+		return err
+	}
+	for {
+		if info, err := h.Info(id); err != nil || info.State == hypervisor.StateCrashed {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestGuestCrashOnDestination: a guest that dies on the destination during
+// post-copy ends the migration at once, with an error that says so on both
+// sides, rather than a post-copy into a dead domain.
+func TestGuestCrashOnDestination(t *testing.T) {
+	spec := guest("crash", sim.Probe, 0)
+	src := sim.NewHost()
+	defer src.Close()
+	dom := boot(t, src, spec, 0)
+	dstHost := crashingHost{Host: sim.NewHost(), hole: hypervisor.GFN(spec.Holes[0].Start)}
+	defer dstHost.Close()
+	dst := receiveOn(t, dstHost, xenmig.Transport{})
+	p := plan(xenmig.PostCopy, xenmig.PushSequential)
+	p.ReportGuest = false
+	_, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, p, testLog("src"))
+	if !errors.Is(err, xenmig.ErrCommitted) || !errors.Is(err, xenmig.ErrAborted) || !strings.Contains(err.Error(), "crashed") {
+		t.Errorf("Migrate() = %v, want ErrCommitted and ErrAborted, naming the crash", err)
+	}
+	dst.wait(t)
+	if !errors.Is(dst.err, xenmig.ErrGuestStopped) {
+		t.Errorf("Receive() = %v, want ErrGuestStopped", dst.err)
+	}
+	if info, err := src.Info(dom); err != nil || info.Name != spec.Name+xenmig.MigratedAwaySuffix {
+		t.Errorf("source Info(%d) = %+v, %v; want its copy kept as %s", dom, info, err, spec.Name+xenmig.MigratedAwaySuffix)
 	}
 }

@@ -482,11 +482,11 @@ func (r *receiver) precopyPages(p wire.Pages) error {
 	r.precopyMu.Lock()
 	defer r.precopyMu.Unlock()
 	if r.in != nil {
-		// Only the gfns paging could not take come so, in the downtime.
-		for _, g := range p.GFNs {
-			if uint64(g) >= r.direct.Len() || !r.direct.Test(g) {
-				return fmt.Errorf("unstaged page for gfn %#x before the switchover in post-copy: %w", uint64(g), wire.ErrMalformed)
-			}
+		// In the downtime: the gfns paging could not take, written
+		// directly, and the resume set, installed as a fault's page is.
+		var err error
+		if p, err = r.installResumeSet(p); err != nil {
+			return err
 		}
 		if r.written == nil {
 			r.written = r.direct.Clone()
@@ -541,6 +541,35 @@ func (r *receiver) precopyPages(p wire.Pages) error {
 	return nil
 }
 
+// installResumeSet installs the pages of p that the installer owes (the
+// resume set: what the guest registers with Xen again as it resumes, which
+// must not be paged out then) and returns the rest, which must be gfns
+// paging could not take. It runs before the switchover, in the downtime.
+func (r *receiver) installResumeSet(p wire.Pages) (wire.Pages, error) {
+	if r.pausedAt.IsZero() {
+		return p, fmt.Errorf("unstaged pages before the pause in post-copy: %w", wire.ErrMalformed)
+	}
+	rest := wire.Pages{Flags: p.Flags}
+	for g, page := range p.All() {
+		if uint64(g) < r.direct.Len() && r.direct.Test(g) {
+			rest.GFNs = append(rest.GFNs, g)
+			rest.Zero = append(rest.Zero, page == nil)
+			rest.Data = append(rest.Data, page...)
+			continue
+		}
+		if page == nil {
+			page = zeroPage[:]
+		}
+		if !r.in.owes(g) {
+			return p, fmt.Errorf("page for gfn %#x in the downtime, neither owed nor held here: %w", uint64(g), wire.ErrMalformed)
+		}
+		if err := r.in.install(g, page); err != nil {
+			return p, fmt.Errorf("resume set: %w", err)
+		}
+	}
+	return rest, nil
+}
+
 // switchover resumes the guest here and, in post-copy, serves its faults and
 // installs pushed pages until every gfn is present.
 func (r *receiver) switchover(ctx context.Context, mode Mode, prepMS float64) (*Incoming, error) {
@@ -576,6 +605,9 @@ func (r *receiver) switchover(ctx context.Context, mode Mode, prepMS float64) (*
 		}
 		if err := r.closePager(ctx); err != nil {
 			return nil, r.lost(fmt.Errorf("detach pager: %w", err))
+		}
+		if err := r.guestStopped(); err != nil {
+			return nil, r.lost(err) // it may have died before a watch saw it
 		}
 		r.l.remember(r.session, wire.SessionComplete)
 		rep.NetworkFaults, rep.LocalFaults = r.in.networkFaults.Load(), r.in.localFaults.Load()
@@ -636,6 +668,10 @@ func (r *receiver) closePager(ctx context.Context) error {
 // lost handles a failure after the switchover: the guest may be waiting on
 // pages only the source has, so it is paused here rather than left hanging.
 func (r *receiver) lost(err error) error {
+	if errors.Is(err, ErrGuestStopped) {
+		r.log.WithError(err).Error("migration failed after the switchover")
+		return fmt.Errorf("%w: %w", ErrCommitted, err)
+	}
 	if r.in == nil || r.in.complete() {
 		// Every page is here: the domain runs on; only the source's
 		// clean-up is in doubt.
@@ -660,7 +696,8 @@ func (r *receiver) serve(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil || errors.Is(err, ErrAborted) || errors.Is(err, wire.ErrMalformed) || r.options.reconnect <= 0 {
+		if ctx.Err() != nil || errors.Is(err, ErrAborted) || errors.Is(err, wire.ErrMalformed) ||
+			errors.Is(err, ErrGuestStopped) || r.options.reconnect <= 0 {
 			return err // a protocol violation is not mended by reconnecting
 		}
 		r.log.WithError(err).Warn("connection to the source lost after the switchover; domain paused, waiting for the source to reconnect")
@@ -694,6 +731,7 @@ func (r *receiver) serveRound(ctx context.Context, kick <-chan struct{}) error {
 		g.Go(func() error { return r.readPages(gctx, c, stop) })
 	}
 	g.Go(func() error { return r.in.drainStaged(gctx, stop) })
+	g.Go(func() error { return r.watchGuest(gctx, stop) })
 	kicked := false
 	select {
 	case <-r.in.done:
@@ -714,6 +752,51 @@ func (r *receiver) serveRound(ctx context.Context, kick <-chan struct{}) error {
 		return errSourceReopened
 	}
 	return ctx.Err()
+}
+
+// ErrGuestStopped: the domain crashed or shut down on the destination
+// while post-copy still owed it memory.
+var ErrGuestStopped = errors.New("the domain stopped on the destination during post-copy")
+
+// guestWatchInterval is how often post-copy checks that the domain still
+// runs (a guest that crashes waits for nothing, and nothing else notices).
+const guestWatchInterval = 100 * time.Millisecond
+
+// watchGuest fails once the domain has crashed, shut down or is being
+// destroyed, until stop.
+func (r *receiver) watchGuest(ctx context.Context, stop <-chan struct{}) error {
+	tick := time.NewTicker(guestWatchInterval)
+	defer tick.Stop()
+	for {
+		if err := r.guestStopped(); err != nil {
+			// Before the round closes the connections: the source
+			// stops pushing and keeps its copy paused.
+			r.links.main.w.Write(wire.TypeAbort, abortRecord(err))
+			return err
+		}
+		select {
+		case <-stop:
+			return nil
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// guestStopped returns an error wrapping ErrGuestStopped if the domain has
+// crashed, shut down or is being destroyed.
+// Xen: xc_domain_getinfolist, the shutdown flags.
+func (r *receiver) guestStopped() error {
+	info, err := r.hv.Info(r.dom)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrGuestStopped, err)
+	}
+	switch info.State {
+	case hypervisor.StateCrashed, hypervisor.StateShutdown, hypervisor.StateDying:
+		return fmt.Errorf("%w: domain %d is %v (see `xl dmesg` and its console log)", ErrGuestStopped, r.dom, info.State)
+	}
+	return nil
 }
 
 // awaitSource pauses the domain until the source reopens the session, then

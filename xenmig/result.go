@@ -26,6 +26,10 @@ type Result struct {
 	// again before the switchover and owed once more.
 	EarlyPages uint64 `json:"early_pages,omitempty"`
 	EarlyStale uint64 `json:"early_stale,omitempty"`
+	// ResumePages were sent in the downtime and installed before the guest
+	// resumed: the pages its suspend wrote, among them those it registers
+	// with Xen again as it resumes (DomainInfo.PagedResumeFails).
+	ResumePages uint64 `json:"resume_pages,omitempty"`
 	Reconnects int64  `json:"reconnects"` // sessions reopened after a break at or after the switchover
 
 	GuestPages            uint64 `json:"guest_pages"`             // populated gfns when the copy began
@@ -111,6 +115,9 @@ func (r *Result) WriteTable(w io.Writer) error {
 	row("downtime", "%.2f ms", r.DowntimeMS)
 	row("preparation", "%.1f ms", r.PreparationMS)
 	row("resume on destination", "%.2f ms", r.ResumeMS)
+	if r.ResumePages > 0 {
+		row("resume set", "%d pages, in the downtime", r.ResumePages)
+	}
 	if r.EarlyPages > 0 {
 		row("sent while preparing", "%d pages (%d written again)", r.EarlyPages, r.EarlyStale)
 	}

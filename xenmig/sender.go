@@ -233,6 +233,19 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 		}
 	}
 
+	// A guest that registers pages with Xen again as it resumes (Linux:
+	// its vcpu_info and event-channel control blocks) must find them
+	// present: Xen 4.17 refuses a paged-out gfn there. Its suspend writes
+	// each of them (its event handler clears their flags), so the log is
+	// cleaned here and what the suspend dirties, the resume set, is sent
+	// in the downtime.
+	var beforeSuspend *hypervisor.Bitmap
+	if logDirty && s.plan.usesPaging() && info.PagedResumeFails {
+		if beforeSuspend, err = s.hv.DirtyLog(s.dom, true); err != nil {
+			return nil, undo(fmt.Errorf("dirty log before the suspend: %w", err))
+		}
+	}
+
 	// The guest suspends itself, as for `xl migrate`: only then is its vCPU
 	// state one it can resume from in a new domain.
 	s.progress.set("suspend", 0, 0)
@@ -264,10 +277,15 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	s.populated = now
 
 	owed := s.populated.Clone()
+	var resumeSet *hypervisor.Bitmap
 	if logDirty {
 		final, err := s.hv.DirtyLog(s.dom, true)
 		if err != nil {
 			return nil, undo(fmt.Errorf("final dirty log: %w", err))
+		}
+		if beforeSuspend != nil {
+			resumeSet = final.Clone()
+			final.Or(beforeSuspend)
 		}
 		logDirty = false
 		if err := s.hv.DisableLogDirty(s.dom); err != nil {
@@ -324,6 +342,13 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	}
 
 	if s.plan.usesPaging() {
+		if resumeSet != nil {
+			resumeSet.And(s.populated)
+			resumeSet.AndNot(direct)
+			res.ResumePages = resumeSet.Count()
+			s.log.WithField("pages", res.ResumePages).Info("resume set: pages the guest's suspend wrote, sent in the downtime")
+			direct.Or(resumeSet)
+		}
 		direct.And(s.populated)
 		owed.AndNot(direct)
 		if n := direct.Count(); n > 0 {
@@ -355,7 +380,7 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	}
 	committed := func(err error) error {
 		s.log.WithError(err).Error("migration failed after the switchover; source copy kept paused")
-		return fmt.Errorf("%w: %v; the domain is paused here as %s%s and may be running on %s",
+		return fmt.Errorf("%w: %w; the domain is paused here as %s%s and may be running on %s",
 			ErrCommitted, err, info.Name, MigratedAwaySuffix, addr)
 	}
 	err = s.links.main.w.Write(wire.TypeGo)
@@ -455,10 +480,6 @@ func checkGuest(info hypervisor.DomainInfo, plan Plan) error {
 		return unsupported("it is an HVM guest with a device model, whose state xenmig does not carry; xenmig migrates PVH guests (type = \"pvh\"); use `xl migrate` for this one")
 	case plan.usesPaging() && !info.HAP:
 		return unsupported("it does not use hardware-assisted paging (HAP), which post-copy needs; migrate it with --mode precopy")
-	case plan.usesPaging() && info.PagedResumeFails && !plan.PagedResume:
-		return unsupported("its resume path re-registers its vcpu_info, which Xen 4.17 refuses on memory not yet arrived " +
-			"(a Linux PVH guest panics on the destination: docs/XEN.md); post-copy and hybrid are not yet safe on real Xen: " +
-			"migrate it with --mode precopy")
 	}
 	return nil
 }

@@ -26,9 +26,6 @@ type planFlags struct {
 	bandwidth  string
 	balloon    bool
 	json       bool
-	// pagedResume: post-copy of a guest whose resume fails on paged-out
-	// memory (every guest on real Xen today), for the lab's experiments.
-	pagedResume bool
 }
 
 func (f *planFlags) register(fs *pflag.FlagSet) {
@@ -39,8 +36,6 @@ func (f *planFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.bandwidth, "bandwidth", "", `limit the migration's rate, e.g. "500mbit" or "100MiB/s" (default: migration.bandwidth, unlimited)`)
 	fs.BoolVar(&f.balloon, "balloon", false, "ask the guest's self-ballooning agent to give back free memory first")
 	fs.BoolVar(&f.json, "json", false, "print the result as one JSON object on standard output")
-	fs.BoolVar(&f.pagedResume, "unsafe-paged-resume", false, "post-copy or hybrid even of a guest that crashes on the destination when it resumes "+
-		"on memory not yet arrived (every guest on real Xen 4.17 today: docs/XEN.md); for experiments only")
 }
 
 // plan is the configured plan with the flags on top.
@@ -54,7 +49,6 @@ func (f *planFlags) plan(a *app) (xenmig.Plan, error) {
 		c.bandwidth = int64(r.BytesPerSecond())
 	}
 	p, err := c.over(a.plan())
-	p.PagedResume = f.pagedResume
 	return p, withCode(exitUsage, err)
 }
 

@@ -138,6 +138,7 @@ func (h *Host) RestoreCPU(id hypervisor.DomID, s hypervisor.CPUState) error {
 	// Another domain's context is only resumable here if it was saved
 	// suspended: the guest then takes its resume-in-a-new-domain path.
 	d.unsuspended = instance != d.instance && !suspended
+	d.resumedNew = instance != d.instance && suspended
 	d.updateGate()
 	d.runCond.Broadcast()
 	return nil

@@ -53,6 +53,10 @@ type domain struct {
 	// unsuspended: the context restored here was saved from another domain
 	// that had not suspended; the guest cannot run on here.
 	unsuspended bool
+	// resumedNew: the context restored here was saved suspended from
+	// another domain; the guest takes its resume-in-a-new-domain path when
+	// it next runs.
+	resumedNew bool
 	uuid        string
 	cpuPolicy   uint64 // the CPU features the guest may use
 	crashed     bool
@@ -309,6 +313,13 @@ func (h *Host) Unpause(id hypervisor.DomID) error {
 		// and PV devices were never re-made.
 		d.crash("resumed in a new domain from a context saved without a suspend")
 		return nil
+	}
+	if d.pauseCount == 0 && d.resumedNew {
+		d.resumedNew = false
+		if err := d.registerVCPUInfo(); err != nil {
+			d.crash(err.Error())
+			return nil
+		}
 	}
 	if d.pauseCount == 0 && !d.ringsIntact() {
 		d.crash("its xenstore or console ring was overwritten: this host's xenstored and xenconsoled lost it")

@@ -158,16 +158,17 @@ func (h *Host) Info(id hypervisor.DomID) (hypervisor.DomainInfo, error) {
 	}
 	defer d.release()
 	return hypervisor.DomainInfo{
-		ID:         id,
-		Name:       d.name(),
-		State:      d.state(),
-		VCPUs:      len(d.vcpus),
-		MaxPages:   uint64(len(d.lay.usable) + len(d.lay.special)),
-		TotPages:   uint64(d.mem.frames.Load()),
-		PagedPages: uint64(d.mem.paged.Load()),
-		HVM:        true,
-		HAP:        true,
-		UUID:       d.uuid,
+		ID:               id,
+		Name:             d.name(),
+		State:            d.state(),
+		VCPUs:            len(d.vcpus),
+		MaxPages:         uint64(len(d.lay.usable) + len(d.lay.special)),
+		TotPages:         uint64(d.mem.frames.Load()),
+		PagedPages:       uint64(d.mem.paged.Load()),
+		HVM:              true,
+		HAP:              true,
+		UUID:             d.uuid,
+		PagedResumeFails: d.spec.PVResume,
 	}, nil
 }
 

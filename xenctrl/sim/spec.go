@@ -88,6 +88,14 @@ type GuestSpec struct {
 	// NoSuspend makes a guest that ignores suspend requests, as one
 	// without PV drivers does: Suspend times out.
 	NoSuspend bool `json:"no_suspend,omitempty"`
+	// PVResume makes a guest that, as Linux PVH does, keeps one page per
+	// vCPU registered with the hypervisor (its vcpu_info, in the kernel's
+	// per-CPU data): its event handling writes it, its suspend included,
+	// and on resuming in a new domain it registers the page again. Xen
+	// 4.17 refuses a paged-out gfn there without a paging request, and the
+	// guest panics: the domain crashes. Info reports it as
+	// PagedResumeFails.
+	PVResume bool `json:"pv_resume,omitempty"`
 }
 
 // DefaultWorkload returns the parameters of a workload of the given kind for

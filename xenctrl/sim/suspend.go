@@ -79,8 +79,40 @@ func (d *domain) suspendSelf() {
 	for d.running > 0 {
 		d.idleCond.Wait()
 	}
+	if d.spec.PVResume {
+		// The event that carried the request was handled on each vCPU:
+		// the handler cleared a flag in its vcpu_info (a write that
+		// leaves the page as it was).
+		for i := range d.vcpus {
+			d.mem.markDirty(d.vcpuInfo(i))
+		}
+	}
 	d.suspend = suspendDone
 	d.log.Info("guest suspended")
+}
+
+// vcpuInfo returns the gfn of vCPU i's vcpu_info (GuestSpec.PVResume): in
+// the kernel's static pages, which are never ballooned out.
+func (d *domain) vcpuInfo(i int) hypervisor.GFN {
+	s := d.lay.static
+	return s[len(s)-1-i%len(s)]
+}
+
+// registerVCPUInfo is the guest's first act on resuming in a new domain
+// (GuestSpec.PVResume), as Linux's xen_vcpu_setup: VCPUOP_register_vcpu_info
+// for each vCPU, which Xen 4.17 (map_vcpu_info: get_page_from_gfn without
+// P2M_ALLOC) fails with EINVAL on a gfn that is not present, posting no
+// paging request. d.mu must be held.
+func (d *domain) registerVCPUInfo() error {
+	if !d.spec.PVResume {
+		return nil
+	}
+	for i := range d.vcpus {
+		if g := d.vcpuInfo(i); d.mem.state(g) != stRAM {
+			return fmt.Errorf("register_vcpu_info failed: cpu=%d err=-22 (its vcpu_info, gfn %#x, is not present)", i, uint64(g))
+		}
+	}
+	return nil
 }
 
 // Suspend writes control/shutdown = "suspend", as libxl does for a guest

@@ -30,7 +30,7 @@ type Result struct {
 	// resumed: the pages its suspend wrote, among them those it registers
 	// with Xen again as it resumes (DomainInfo.PagedResumeFails).
 	ResumePages uint64 `json:"resume_pages,omitempty"`
-	Reconnects int64  `json:"reconnects"` // sessions reopened after a break at or after the switchover
+	Reconnects  int64  `json:"reconnects"` // sessions reopened after a break at or after the switchover
 
 	GuestPages            uint64 `json:"guest_pages"`             // populated gfns when the copy began
 	PagesOwned            uint64 `json:"pages_owned"`             // populated non-zero pages: what must move at least once

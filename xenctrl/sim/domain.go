@@ -57,19 +57,19 @@ type domain struct {
 	// another domain; the guest takes its resume-in-a-new-domain path when
 	// it next runs.
 	resumedNew bool
-	uuid        string
-	cpuPolicy   uint64 // the CPU features the guest may use
-	crashed     bool
-	dying       bool
-	halted      chan struct{} // closed on crash or destroy
-	doneCount   int
-	doneCh      chan struct{} // closed while every vCPU is done
-	vcpus       []*vcpu
-	pager       *pager
-	ring        ring
-	tsc         hypervisor.TSCInfo
-	params      map[uint32]uint64 // HVM parameters set by RestoreCPU
-	created     time.Time         // start of the TSC's elapsed time
+	uuid       string
+	cpuPolicy  uint64 // the CPU features the guest may use
+	crashed    bool
+	dying      bool
+	halted     chan struct{} // closed on crash or destroy
+	doneCount  int
+	doneCh     chan struct{} // closed while every vCPU is done
+	vcpus      []*vcpu
+	pager      *pager
+	ring       ring
+	tsc        hypervisor.TSCInfo
+	params     map[uint32]uint64 // HVM parameters set by RestoreCPU
+	created    time.Time         // start of the TSC's elapsed time
 
 	balloonKick chan struct{}
 	balloonGoal uint64             // the balloon driver's target, pages; under mu

@@ -75,6 +75,8 @@ var (
 	// Workloads are the guest workload models of xenctrl/sim (its Kind
 	// constants, less the test-only "probe").
 	Workloads = []string{"idle", "stress", "kcompile", "web", "qsort"}
+	// SimCosts are the simulator's cost models (sim.costs).
+	SimCosts = []string{"none", "xen", "lab"}
 )
 
 // Config is the whole configuration. The zero value is not useful: start
@@ -190,6 +192,12 @@ type SimConfig struct {
 	// NotifyLatency is the delay of a simulated event-channel notification
 	// of the paging ring ("5us").
 	NotifyLatency Duration `toml:"notify_latency"`
+	// Costs is the simulated hosts' cost model, what each call into the
+	// hypervisor takes: "xen" (an estimate of a real Xen host, measured in
+	// the lab and scaled; docs/XEN.md), "lab" (the lab's own figures,
+	// under QEMU TCG) or "none" (the machine's speed, with notify_latency)
+	// ("xen").
+	Costs string `toml:"costs"`
 	// Guest is the domain a simulated host starts with ([sim.guest]).
 	Guest GuestConfig `toml:"guest"`
 }
@@ -260,6 +268,7 @@ func Default() Config {
 		Receiver: ReceiverConfig{Listen: ":8002"},
 		Sim: SimConfig{
 			NotifyLatency: Duration(5 * time.Microsecond),
+			Costs:         "xen",
 			Guest: GuestConfig{
 				Memory:   1 * GiB,
 				VCPUs:    2,
@@ -540,6 +549,7 @@ func (c Config) Validate() error {
 	}
 
 	v.nonNegative("sim.notify_latency", c.Sim.NotifyLatency)
+	oneOf(v, "sim.costs", c.Sim.Costs, SimCosts)
 	g := c.Sim.Guest
 	switch {
 	case g.Memory == 0:

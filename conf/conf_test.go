@@ -64,6 +64,7 @@ func TestDefault(t *testing.T) {
 		{"receiver.metrics_listen", c.Receiver.MetricsListen, ""},
 		{"receiver.serve", c.Receiver.Serve, false},
 		{"sim.notify_latency", c.Sim.NotifyLatency.Duration(), 5 * time.Microsecond},
+		{"sim.costs", c.Sim.Costs, "xen"},
 		{"sim.guest.memory", c.Sim.Guest.Memory.Bytes(), uint64(1 << 30)},
 		{"sim.guest.vcpus", c.Sim.Guest.VCPUs, 2},
 		{"sim.guest.used", c.Sim.Guest.Used.Bytes(), uint64(256 << 20)},
@@ -121,6 +122,7 @@ func TestParseOverrides(t *testing.T) {
 			c.Sim.Guest = GuestConfig{Memory: 512 * MiB, VCPUs: 4, Used: 4 * KiB, Workload: "web", Seed: 42}
 		}},
 		{"sim.guest.memory = \"2GiB\"", func(c *Config) { c.Sim.Guest.Memory = 2 * GiB }},
+		{"[sim]\ncosts = \"none\"", func(c *Config) { c.Sim.Costs = "none" }},
 		{"[bench]\nrate = \"10gbit\"\ndelay = \"2ms\"\nrepetitions = 1\nout = \"/tmp/b\"", func(c *Config) {
 			c.Bench = BenchConfig{Rate: 10 * Gbit, Delay: Duration(2 * time.Millisecond), Repetitions: 1, Out: "/tmp/b"}
 		}},
@@ -177,6 +179,7 @@ func TestValidateErrors(t *testing.T) {
 		{func(c *Config) { c.Receiver.Listen = ":http" }, `xenmig.toml: receiver.listen: port must be a number from 0 to 65535, got "http"`},
 		{func(c *Config) { c.Receiver.MetricsListen = "9102" }, `xenmig.toml: receiver.metrics_listen: must be HOST:PORT or :PORT, got "9102" (e.g. "127.0.0.1:9102", or "" for no metrics)`},
 		{func(c *Config) { c.Sim.NotifyLatency = -1 }, `xenmig.toml: sim.notify_latency: must not be negative, got -1ns`},
+		{func(c *Config) { c.Sim.Costs = "fast" }, `xenmig.toml: sim.costs: must be one of "none", "xen", "lab", got "fast"`},
 		{func(c *Config) { c.Sim.Guest.Memory, c.Sim.Guest.Used = 0, 0 }, `xenmig.toml: sim.guest.memory: must be positive`},
 		{func(c *Config) { c.Sim.Guest.Memory = GiB + 1 }, `xenmig.toml: sim.guest.memory: must be a multiple of 4KiB (the page size), got 1073741825B`},
 		{func(c *Config) { c.Sim.Guest.VCPUs = 0 }, `xenmig.toml: sim.guest.vcpus: must be between 1 and 128, got 0`},

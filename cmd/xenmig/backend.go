@@ -23,7 +23,10 @@ import (
 func (a *app) openBackend() (hypervisor.Hypervisor, func(), error) {
 	switch a.cfg.Backend {
 	case conf.BackendSim:
-		h := sim.NewHost(sim.WithNotifyLatency(a.cfg.Sim.NotifyLatency.Duration()))
+		h, err := a.simHost()
+		if err != nil {
+			return nil, nil, err
+		}
 		return h, func() { h.Close() }, nil
 	case conf.BackendXen:
 		h, err := xenctrl.Open()
@@ -33,6 +36,30 @@ func (a *app) openBackend() (hypervisor.Hypervisor, func(), error) {
 		return h, func() { h.Close() }, nil
 	}
 	return nil, nil, withCode(exitUsage, fmt.Errorf("unknown backend %q", a.cfg.Backend))
+}
+
+// simHost returns a simulated host with the [sim] table's notification
+// latency and cost model.
+func (a *app) simHost() (*sim.Host, error) {
+	costs, err := sim.ParseCosts(a.cfg.Sim.Costs)
+	if err != nil {
+		return nil, withCode(exitUsage, fmt.Errorf("sim.costs: %w", err))
+	}
+	opts := []sim.Option{sim.WithNotifyLatency(a.cfg.Sim.NotifyLatency.Duration())}
+	if costs != (sim.Costs{}) {
+		opts = append(opts, sim.WithCosts(costs))
+	}
+	return sim.NewHost(opts...), nil
+}
+
+// simArgs are the flags that give a child process this one's simulated
+// hosts: its configuration file and cost model.
+func (a *app) simArgs() []string {
+	var args []string
+	if a.configPath != "" {
+		args = append(args, "--config", a.configPath)
+	}
+	return append(args, "--sim-costs", a.cfg.Sim.Costs)
 }
 
 // plan turns the [migration] configuration into a migration plan.

@@ -159,6 +159,10 @@ kernel compile, web server, write stress over a 512 MiB working set, an
 in-order sweep of 256 MiB at 20 MB/s per vCPU} x guest sizes {512 MiB, 2 GiB},
 bench.repetitions times each.
 
+The simulated hosts charge each call into the hypervisor what it costs on
+a real Xen host, as estimated from the lab's measures (--sim-costs xen, the
+default; "lab" for the lab's own, "none" for none); the table says which.
+
 It prints per cell the total time beside the physical floor (bytes that must
 move / link rate), downtime, pages sent, network faults, fault latency p50/p99
 and workload degradation, and writes results.csv and SVG charts to bench.out.
@@ -288,7 +292,9 @@ func (a *app) bench(ctx context.Context, b conf.BenchConfig, m benchMatrix, warm
 							return err
 						}
 						cells = append(cells, cell)
-						objs = append(objs, cellObject(cell, results))
+						obj := cellObject(cell, results)
+						obj["sim_costs"] = a.cfg.Sim.Costs
+						objs = append(objs, obj)
 					}
 				}
 			}
@@ -309,6 +315,7 @@ func (a *app) bench(ctx context.Context, b conf.BenchConfig, m benchMatrix, warm
 			}
 		}
 	} else {
+		fmt.Printf("Simulated hosts' costs: %s\n\n", simCostsHuman[a.cfg.Sim.Costs])
 		if err := benchreport.WriteTable(os.Stdout, cells); err != nil {
 			return err
 		}
@@ -318,6 +325,13 @@ func (a *app) bench(ctx context.Context, b conf.BenchConfig, m benchMatrix, warm
 		return withCode(exitFailure, fmt.Errorf("%d of %d benchmark runs failed:\n%w", len(failures), total, errors.Join(failures...)))
 	}
 	return nil
+}
+
+// simCostsHuman says what each cost model (sim.costs) stands for.
+var simCostsHuman = map[string]string{
+	"xen":  "xen, a real Xen host's estimated per-call costs (docs/XEN.md, \"The simulator's costs\")",
+	"lab":  "lab, the per-call costs measured in the TCG lab (a real host is faster)",
+	"none": "none, this machine's speed (no hypervisor costs)",
 }
 
 // benchLink builds the lab for one link rate (0: unshaped), starts the
@@ -338,8 +352,8 @@ func (a *app) benchLink(ctx context.Context, self string, rate uint64, delay tim
 		"a": lab.Addr(netlab.A), "b": lab.Addr(netlab.B)}).Info("link ready")
 
 	dest := lab.Addr(netlab.B) + ":8002"
-	recv := lab.Command(ctx, netlab.B, self, "--backend", "sim", "--insecure-plaintext", "--log-level", "error",
-		"receive", "--listen", dest, "--serve", "--discard", "--json")
+	args := append([]string{"--backend", "sim", "--insecure-plaintext", "--log-level", "error"}, a.simArgs()...)
+	recv := lab.Command(ctx, netlab.B, self, append(args, "receive", "--listen", dest, "--serve", "--discard", "--json")...)
 	recv.Stderr = os.Stderr
 	recvOut, err := recv.StdoutPipe()
 	if err != nil {
@@ -372,10 +386,7 @@ const benchRunTimeout = 5 * time.Minute
 
 // benchRun runs one migration in namespace A and returns its result.
 func (a *app) benchRun(ctx context.Context, lab *netlab.Lab, self, dest string, meth benchMethod, w benchWorkload, size conf.Size, warmup, run time.Duration) (*xenmig.Result, error) {
-	args := []string{"--backend", "sim", "--insecure-plaintext", "--log-level", "error"}
-	if a.configPath != "" {
-		args = append(args, "--config", a.configPath)
-	}
+	args := append([]string{"--backend", "sim", "--insecure-plaintext", "--log-level", "error"}, a.simArgs()...)
 	args = append(args, "migrate", "bench", dest, "--json", "--mode", meth.mode,
 		"--sim-size", size.String(), "--sim-workload", w.kind, "--sim-warmup", warmup.String())
 	if meth.push != "" {

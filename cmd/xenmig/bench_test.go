@@ -63,10 +63,14 @@ func TestBenchQuick(t *testing.T) {
 		t.Fatalf("bench --quick printed %d cells, want 2 (pre-copy, post-copy)", len(cells))
 	}
 	for _, c := range cells {
-		for _, k := range []string{"mode", "total_ms", "downtime_ms", "pages_sent", "network_faults", "rate_bps", "floor_ms"} {
+		for _, k := range []string{"mode", "total_ms", "preparation_ms", "downtime_ms", "pages_sent", "network_faults", "rate_bps", "floor_ms"} {
 			if _, ok := c[k]; !ok {
 				t.Errorf("cell %v lacks %q", c["mode"], k)
 			}
+		}
+		// By default the simulated hosts cost what a real Xen host would.
+		if c["sim_costs"] != "xen" {
+			t.Errorf("cell %v: sim_costs = %v, want xen", c["mode"], c["sim_costs"])
 		}
 		if c["rate_bps"] != 1e9 {
 			t.Errorf("cell %v: rate_bps = %v, want 1e9", c["mode"], c["rate_bps"])

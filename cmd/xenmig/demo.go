@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/xenmig/xenmig/conf"
-	"github.com/xenmig/xenmig/xenctrl/sim"
 	"github.com/xenmig/xenmig/xenmig"
 )
 
@@ -46,7 +45,10 @@ the same guest run without migration, which proves nothing was lost.`,
 			if err != nil {
 				return withCode(exitFailure, err)
 			}
-			hv := sim.NewHost(sim.WithNotifyLatency(a.cfg.Sim.NotifyLatency.Duration()))
+			hv, err := a.simHost()
+			if err != nil {
+				return err
+			}
 			defer hv.Close()
 			connect := func(context.Context) (string, xenmig.Transport, error) { return addr, xenmig.Transport{}, nil }
 			res, err := a.migrate(ctx, hv, plan, "demo", connect, &gf, pf.json)
@@ -74,10 +76,7 @@ func startReceiver(ctx context.Context, a *app) (string, func() error, error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("find own executable: %w", err)
 	}
-	args := []string{"--backend", "sim", "--insecure-plaintext", "--log-level", "warn"}
-	if a.configPath != "" {
-		args = append(args, "--config", a.configPath)
-	}
+	args := append([]string{"--backend", "sim", "--insecure-plaintext", "--log-level", "warn"}, a.simArgs()...)
 	args = append(args, "receive", "--listen", "127.0.0.1:0", "--json")
 	child := exec.CommandContext(ctx, self, args...)
 	child.Stderr = os.Stderr

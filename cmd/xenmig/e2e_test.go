@@ -54,7 +54,7 @@ type receiver struct {
 // extra receive flags, and waits for it to listen.
 func startReceive(t *testing.T, extra ...string) *receiver {
 	t.Helper()
-	args := []string{"--backend", "sim", "--insecure-plaintext", "--log-level", "info"}
+	args := []string{"--backend", "sim", "--sim-costs", "none", "--insecure-plaintext", "--log-level", "info"}
 	args = append(append(args, "receive", "--listen", "127.0.0.1:0", "--json"), extra...)
 	r := &receiver{cmd: exec.Command(xenmigBin, args...), events: make(chan receiveEvent, 8), stderr: &bytes.Buffer{}}
 	r.cmd.Stderr = &lockedWriter{w: r.stderr}
@@ -103,7 +103,7 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 // code, standard output and standard error.
 func migrateProc(t *testing.T, args ...string) (int, []byte, string) {
 	t.Helper()
-	return xenmigProc(t, append([]string{"--backend", "sim", "--insecure-plaintext", "--log-level", "info", "migrate"}, args...)...)
+	return xenmigProc(t, append([]string{"--backend", "sim", "--sim-costs", "none", "--insecure-plaintext", "--log-level", "info", "migrate"}, args...)...)
 }
 
 // xenmigProc runs xenmig with args as its own process and returns its exit

@@ -74,6 +74,7 @@ type app struct {
 	logLevel   string
 	backend    string
 	plaintext  bool
+	simCosts   string
 	cfg        conf.Config
 	log        *logrus.Logger
 	metrics    *metrics.Receiver // the receiver's metrics, when served
@@ -126,6 +127,8 @@ Without Xen (no /dev/xen/privcmd) every command runs on a simulated Xen host.
 	root.PersistentFlags().StringVar(&a.backend, "backend", "", `hypervisor backend: "xen" or "sim" (overrides backend)`)
 	root.PersistentFlags().BoolVar(&a.plaintext, "insecure-plaintext", false,
 		"plain TCP without TLS (tls.insecure_plaintext): for loopback tests only")
+	root.PersistentFlags().StringVar(&a.simCosts, "sim-costs", "",
+		`simulated hosts' cost model: "xen" (a real Xen host's estimated costs), "lab" (the TCG lab's), "none" (this machine's speed) (overrides sim.costs)`)
 	root.AddCommand(newMigrateCommand(a), newReceiveCommand(a), newListCommand(a),
 		newDemoCommand(a), newDoctorCommand(a), newBenchCommand(a), newPluginCommand(a), newCertsCommand())
 	return root
@@ -149,6 +152,9 @@ func (a *app) setup() error {
 	}
 	if a.plaintext {
 		a.cfg.TLS.InsecurePlaintext = true
+	}
+	if a.simCosts != "" {
+		a.cfg.Sim.Costs = a.simCosts
 	}
 	if err := a.cfg.Validate(); err != nil {
 		return withCode(exitUsage, err)

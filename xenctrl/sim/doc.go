@@ -43,6 +43,16 @@
 // ballooned-out ones; an allocation of a ballooned-out page populates it
 // first. Because free pages are zero, ballooning never changes the digest.
 //
+// # Costs
+//
+// By default every call runs at the machine's speed. WithCosts makes the
+// host charge what each dom0 call into the hypervisor costs on the host
+// modelled: XenCosts estimates a real Xen host from the lab's measures,
+// LabCosts are the lab's own (see Costs, and docs/XEN.md for the table).
+// The p2m operations of a domain are served one at a time, as Xen's p2m
+// lock serializes them; costs are paid by sleeping once a millisecond is
+// owed, never by spinning.
+//
 // # Determinism
 //
 // A domain's final memory depends only on its spec and the number of steps

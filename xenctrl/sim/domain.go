@@ -28,6 +28,8 @@ type domain struct {
 	mem  *memory
 	log  *logrus.Entry
 
+	lanes lanes // where the host's Costs are booked
+
 	life sync.RWMutex
 	dead bool // guarded by life
 

@@ -26,6 +26,7 @@ var (
 type Host struct {
 	log           *logrus.Entry
 	notifyLatency time.Duration
+	costs         Costs // what each dom0 call costs (WithCosts)
 	store         *store
 	instance      uint64 // tells this host's ring pages from another's
 	cpuFeatures   uint64 // the CPU features this host offers guests

@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/xenmig/xenmig/hypervisor"
 )
@@ -64,6 +65,7 @@ func (h *Host) DirtyLog(id hypervisor.DomID, clean bool) (*hypervisor.Bitmap, er
 		return nil, fmt.Errorf("dirty log: %w", err)
 	}
 	defer d.release()
+	defer d.lanes.logDirty.charge(time.Now(), h.costs.DirtyLog.of(int(d.mem.pages())))
 	l := d.mem.dirty.Load()
 	if l == nil {
 		return nil, fmt.Errorf("dirty log of domain %d: log-dirty is off: %w", id, hypervisor.ErrInvalid)

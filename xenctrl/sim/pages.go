@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/xenmig/xenmig/hypervisor"
 )
@@ -72,6 +73,7 @@ func (h *Host) ReadPages(id hypervisor.DomID, gfns []hypervisor.GFN, dst []byte)
 		return fmt.Errorf("read pages: %w", err)
 	}
 	defer d.release()
+	defer d.lanes.mapping.charge(time.Now(), h.costs.Read.of(len(gfns)))
 	if err := checkBatch(d, "read", gfns, dst); err != nil {
 		return err
 	}
@@ -93,6 +95,7 @@ func (h *Host) WritePages(id hypervisor.DomID, gfns []hypervisor.GFN, src []byte
 		return fmt.Errorf("write pages: %w", err)
 	}
 	defer d.release()
+	defer d.lanes.mapping.charge(time.Now(), h.costs.Write.of(len(gfns)))
 	if err := checkBatch(d, "write", gfns, src); err != nil {
 		return err
 	}
@@ -120,6 +123,7 @@ func (h *Host) Populate(id hypervisor.DomID, gfns []hypervisor.GFN) error {
 		return fmt.Errorf("populate: %w", err)
 	}
 	defer d.release()
+	defer d.lanes.p2m.charge(time.Now(), h.costs.Populate.of(len(gfns)))
 	for _, g := range gfns {
 		if err := d.populate(g); err != nil {
 			return err
@@ -162,6 +166,7 @@ func (h *Host) Depopulate(id hypervisor.DomID, gfns []hypervisor.GFN) error {
 		return fmt.Errorf("depopulate: %w", err)
 	}
 	defer d.release()
+	defer d.lanes.p2m.charge(time.Now(), h.costs.Depopulate.of(len(gfns)))
 	for _, g := range gfns {
 		if err := d.depopulate(g); err != nil {
 			return err

@@ -43,6 +43,12 @@ type Host struct {
 
 	mu     sync.Mutex
 	closed bool
+
+	// shadowMu serializes log-dirty operations: Xen runs one (preemptible)
+	// shadow op per domain at a time and answers another caller's EBUSY
+	// (paging_domctl: "Paging op ... with unexpected state"), as the lab
+	// saw with two early pushers peeking at once.
+	shadowMu sync.Mutex
 }
 
 // Open connects to the local Xen hypervisor: xc_interface_open,
@@ -521,10 +527,13 @@ const (
 // EnableLogDirty wraps xc_shadow_control(XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY),
 // then cleans the log once so every page starts clean.
 func (h *Host) EnableLogDirty(d hypervisor.DomID) error {
-	if rc, err := C.xc_shadow_control(h.xch, C.uint32_t(d), shadowOpEnableLogDirty, nil, 0); rc != 0 {
+	h.shadowMu.Lock()
+	rc, err := C.xc_shadow_control(h.xch, C.uint32_t(d), shadowOpEnableLogDirty, nil, 0)
+	h.shadowMu.Unlock()
+	if rc != 0 {
 		return newError(classDomain, "xc_shadow_control(ENABLE_LOGDIRTY)", d, err)
 	}
-	_, err := h.DirtyLog(d, true)
+	_, err = h.DirtyLog(d, true)
 	return err
 }
 
@@ -542,6 +551,8 @@ func (h *Host) DirtyLog(d hypervisor.DomID, clean bool) (*hypervisor.Bitmap, err
 	if clean {
 		sop, call = shadowOpClean, "xc_logdirty_control(CLEAN)"
 	}
+	h.shadowMu.Lock()
+	defer h.shadowMu.Unlock()
 	if rc, err := C.xenmig_logdirty(h.xch, C.uint32_t(d), sop, (*C.uint64_t)(unsafe.Pointer(&words[0])), C.ulong(n)); rc < 0 {
 		return nil, newError(classDomain, call, d, err)
 	}
@@ -550,6 +561,8 @@ func (h *Host) DirtyLog(d hypervisor.DomID, clean bool) (*hypervisor.Bitmap, err
 
 // DisableLogDirty wraps xc_shadow_control(XEN_DOMCTL_SHADOW_OP_OFF).
 func (h *Host) DisableLogDirty(d hypervisor.DomID) error {
+	h.shadowMu.Lock()
+	defer h.shadowMu.Unlock()
 	if rc, err := C.xc_shadow_control(h.xch, C.uint32_t(d), shadowOpOff, nil, 0); rc != 0 {
 		return newError(classDomain, "xc_shadow_control(OFF)", d, err)
 	}

@@ -544,14 +544,15 @@ func (r *receiver) precopyPages(p wire.Pages) error {
 // installResumeSet installs the pages of p that the installer owes (the
 // resume set: what the guest registers with Xen again as it resumes, which
 // must not be paged out then) and returns the rest, which must be gfns
-// paging could not take. It runs before the switchover, in the downtime.
+// paging could not take or special pages (which the guest's suspend writes
+// too: its xenstore ring). It runs before the switchover, in the downtime.
 func (r *receiver) installResumeSet(p wire.Pages) (wire.Pages, error) {
 	if r.pausedAt.IsZero() {
 		return p, fmt.Errorf("unstaged pages before the pause in post-copy: %w", wire.ErrMalformed)
 	}
 	rest := wire.Pages{Flags: p.Flags}
 	for g, page := range p.All() {
-		if uint64(g) < r.direct.Len() && r.direct.Test(g) {
+		if uint64(g) < r.direct.Len() && (r.direct.Test(g) || r.special.Test(g)) {
 			rest.GFNs = append(rest.GFNs, g)
 			rest.Zero = append(rest.Zero, page == nil)
 			rest.Data = append(rest.Data, page...)

@@ -345,6 +345,11 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 		if resumeSet != nil {
 			resumeSet.And(s.populated)
 			resumeSet.AndNot(direct)
+			for _, g := range cfg.SpecialPages { // rings the destination's own daemons own
+				if uint64(g) < resumeSet.Len() {
+					resumeSet.Clear(g)
+				}
+			}
 			res.ResumePages = resumeSet.Count()
 			s.log.WithField("pages", res.ResumePages).Info("resume set: pages the guest's suspend wrote, sent in the downtime")
 			direct.Or(resumeSet)

@@ -8,6 +8,7 @@ import (
 	"iter"
 	mathbits "math/bits"
 	"slices"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -88,8 +89,9 @@ func (s *sender) earlyPush(ctx context.Context) ([]byte, *hypervisor.Bitmap, err
 	stop := make(chan struct{})
 	g, gctx := errgroup.WithContext(ctx)
 	streams := s.links.streams()
+	hot := &dirtyPeek{hv: s.hv, dom: s.dom}
 	for i, c := range streams {
-		g.Go(func() error { return s.earlyShare(gctx, c, i, len(streams), stop, sent) })
+		g.Go(func() error { return s.earlyShare(gctx, c, i, len(streams), stop, sent, hot) })
 	}
 	type answer struct {
 		body []byte
@@ -124,29 +126,51 @@ func (s *sender) earlyPush(ctx context.Context) ([]byte, *hypervisor.Bitmap, err
 // millisecond, which would cross the link again.
 const hotRefresh = time.Millisecond
 
+// dirtyPeek is one look at the dirty log shared by the early pushers, taken
+// again once it is hotRefresh old: a peek walks the whole log, and Xen runs
+// one log-dirty operation per domain at a time.
+type dirtyPeek struct {
+	hv  hypervisor.Hypervisor
+	dom hypervisor.DomID
+
+	mu  sync.Mutex
+	log *hypervisor.Bitmap // never changed once taken: readers keep it
+	at  time.Time
+}
+
+// get returns a look at the dirty log at most hotRefresh old.
+func (p *dirtyPeek) get() (*hypervisor.Bitmap, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if time.Since(p.at) >= hotRefresh {
+		l, err := p.hv.DirtyLog(p.dom, false)
+		if err != nil {
+			return nil, fmt.Errorf("peek at the dirty log: %w", err)
+		}
+		p.log, p.at = l, time.Now()
+	}
+	return p.log, nil
+}
+
 // earlyShare sends, on c, stream i's chunks of the populated gfns the guest
-// has not written since log-dirty began, until stop closes or none is left.
-func (s *sender) earlyShare(ctx context.Context, c *conn, i, streams int, stop <-chan struct{}, sent *claimSet) error {
+// has not written since log-dirty began (as peek last saw it), until stop
+// closes or none is left.
+func (s *sender) earlyShare(ctx context.Context, c *conn, i, streams int, stop <-chan struct{}, sent *claimSet, peek *dirtyPeek) error {
 	sc := newScratch(s.plan.BatchPages)
 	sc.sent = sent
 	// Whatever is queued when the destination is prepared waits in front
 	// of the layout and the vCPU state, in the downtime: queue little.
 	queue := newSendQueue(c.tcp)
 	batch := make([]hypervisor.GFN, 0, s.plan.BatchPages)
-	var hot *hypervisor.Bitmap
-	var peeked time.Time
 	flush := func() error {
 		select {
 		case <-stop:
 			return errStopped
 		default:
 		}
-		if time.Since(peeked) >= hotRefresh {
-			h, err := s.hv.DirtyLog(s.dom, false)
-			if err != nil {
-				return fmt.Errorf("peek at the dirty log: %w", err)
-			}
-			hot, peeked = h, time.Now()
+		hot, err := peek.get()
+		if err != nil {
+			return err
 		}
 		// The guest wrote these since the last look: they would be
 		// stale by the switchover.
@@ -154,7 +178,7 @@ func (s *sender) earlyShare(ctx context.Context, c *conn, i, streams int, stop <
 		if len(batch) == 0 {
 			return nil
 		}
-		err := s.sendPages(ctx, c, sc, batch, 0, phasePrecopy)
+		err = s.sendPages(ctx, c, sc, batch, 0, phasePrecopy)
 		batch = batch[:0]
 		queue.sent(sc.wrote)
 		return err

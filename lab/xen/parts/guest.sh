@@ -13,6 +13,7 @@ cd "$GUEST_DIR.tmp"
 gcc -O2 -static -Wall -Wextra -Werror -o root/memcheck "$LAB_DIR/guest/memcheck.c"
 cp "$ROOTFS_DIR/tree/bin/busybox" root/bin/busybox
 cp "$LAB_DIR/guest/init" root/init
+mkdir -p root/etc/xenmig && cp "$LAB_DIR/guest/balloond.toml" root/etc/xenmig/balloond.toml
 cp -a "$ROOTFS_DIR/modules/lib" root/lib
 mknod -m 600 root/dev/console c 5 1
 (cd root && find . | cpio -o -H newc --quiet) | gzip -1 >initrd

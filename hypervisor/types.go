@@ -61,9 +61,11 @@ type DomainInfo struct {
 	// PagedResumeFails: the guest's resume in a new domain names gfns in
 	// hypercalls that fail, without a paging request, when the gfn is paged
 	// out (Xen 4.17: VCPUOP_register_vcpu_info, EVTCHNOP_init_control), so
-	// it cannot resume on memory that has not arrived yet. The lab showed it
-	// for a Linux PVH guest on real Xen ("register_vcpu_info failed: err=-22",
-	// a kernel panic); the simulator's guests resume without those calls.
+	// those pages must be present before it runs: the engine sends the
+	// pages its suspend writes (the resume set) in the downtime. The lab
+	// showed it for a Linux PVH guest on real Xen ("register_vcpu_info
+	// failed: err=-22", a kernel panic); simulated guests with
+	// GuestSpec.PVResume behave so.
 	PagedResumeFails bool
 	// UUID is the domain's handle (xc_domaininfo_t.handle), as libxl shows it.
 	UUID string

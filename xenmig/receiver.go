@@ -478,6 +478,24 @@ func (r *receiver) precopyPages(p wire.Pages) error {
 		}
 		return r.in.stage(p)
 	}
+	gfns, data, err := r.precopyPlan(p)
+	if err != nil || len(gfns) == 0 {
+		return err
+	}
+	// Outside the lock: the streams copy into the guest in parallel (a
+	// gfn always travels on the same stream).
+	if err := r.hv.WritePages(r.dom, gfns, data); err != nil {
+		return fmt.Errorf("write %d pages: %w", len(gfns), err)
+	}
+	return nil
+}
+
+// precopyPlan returns what of a pre-copy batch to write into the guest: the
+// data, and zero pages over gfns written before. Zero pages over zero pages
+// (most of a guest's free memory in the first round) are skipped, or writing
+// them would trail the source and lengthen the downtime. The data is the
+// batch's own unless a page must be left out or a zero page written.
+func (r *receiver) precopyPlan(p wire.Pages) ([]hypervisor.GFN, []byte, error) {
 	// Pages come from every stream at once.
 	r.precopyMu.Lock()
 	defer r.precopyMu.Unlock()
@@ -486,7 +504,7 @@ func (r *receiver) precopyPages(p wire.Pages) error {
 		// directly, and the resume set, installed as a fault's page is.
 		var err error
 		if p, err = r.installResumeSet(p); err != nil {
-			return err
+			return nil, nil, err
 		}
 		if r.written == nil {
 			r.written = r.direct.Clone()
@@ -503,42 +521,49 @@ func (r *receiver) precopyPages(p wire.Pages) error {
 	}
 	if len(fresh) > 0 {
 		if err := r.hv.Populate(r.dom, fresh); err != nil {
-			return fmt.Errorf("populate %d gfns ballooned in since the preparation: %w", len(fresh), err)
+			return nil, nil, fmt.Errorf("populate %d gfns ballooned in since the preparation: %w", len(fresh), err)
 		}
 	}
 	if r.written == nil {
 		r.written = hypervisor.NewBitmap(r.cfg.Populated.Len())
 	}
-	// Write what changes a page: the data, and zero pages over gfns
-	// written before. Zero pages over zero pages (most of a guest's free
-	// memory in the first round) are skipped, or writing them would
-	// trail the source and lengthen the downtime.
 	gfns := make([]hypervisor.GFN, 0, len(p.GFNs))
-	data := make([]byte, 0, len(p.Data))
+	var data []byte // nil while it is p.Data[:kept*PageSize]
+	kept := 0
+	own := func() {
+		if data == nil {
+			data = append(make([]byte, 0, len(p.Data)+hypervisor.PageSize), p.Data[:kept*hypervisor.PageSize]...)
+		}
+	}
 	for g, page := range p.All() {
 		if uint64(g) >= r.written.Len() {
-			return fmt.Errorf("page for gfn %#x beyond the guest: %w", uint64(g), wire.ErrMalformed)
+			return nil, nil, fmt.Errorf("page for gfn %#x beyond the guest: %w", uint64(g), wire.ErrMalformed)
 		}
 		switch {
 		case r.special.Test(g):
 			// This host's xenstored and xenconsoled own the rings.
+			if page != nil {
+				own()
+			}
 		case page != nil:
 			gfns = append(gfns, g)
-			data = append(data, page...)
+			if data != nil {
+				data = append(data, page...)
+			} else {
+				kept++
+			}
 			r.written.Set(g)
 		case r.written.Test(g):
+			own()
 			gfns = append(gfns, g)
 			data = append(data, zeroPage[:]...)
 			r.written.Clear(g)
 		}
 	}
-	if len(gfns) == 0 {
-		return nil
+	if data == nil {
+		data = p.Data[:kept*hypervisor.PageSize]
 	}
-	if err := r.hv.WritePages(r.dom, gfns, data); err != nil {
-		return fmt.Errorf("write %d pages: %w", len(gfns), err)
-	}
-	return nil
+	return gfns, data, nil
 }
 
 // installResumeSet installs the pages of p that the installer owes (the

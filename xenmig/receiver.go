@@ -135,11 +135,21 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 	}
 	shellCfg := r.cfg.Domain
 	shellCfg.Name += IncomingSuffix
+	if old, err := r.hv.Lookup(shellCfg.Name); err == nil {
+		// In the way: gone if a receiver killed before its switchover
+		// left it, kept (and this migration refused) otherwise.
+		if _, err := reapStaleShell(r.hv, r.log, old, shellCfg.Name); err != nil {
+			r.log.WithError(err).Warn("could not remove the domain in the shell's way")
+		}
+	}
 	if r.dom, err = r.hv.CreateShell(shellCfg); err != nil {
 		return nil, undo(fmt.Errorf("create domain shell: %w", err))
 	}
 	built = true
 	r.log = r.log.WithField("domain", r.dom)
+	if err := markShell(r.hv, r.dom); err != nil {
+		r.log.WithError(err).Warn("could not mark the shell as this receiver's: if this process is killed, destroy it by hand")
+	}
 	if err := r.checkSpecial(); err != nil {
 		return nil, undo(err)
 	}
@@ -623,6 +633,9 @@ func (r *receiver) switchover(ctx context.Context, mode Mode, prepMS float64) (*
 		r.log.WithError(err).Warn("could not confirm the resume to the source")
 	}
 	r.log.WithField("resume_ms", resumeMS).Info("domain running here")
+	if err := unmarkShell(r.hv, r.dom); err != nil { // not in the downtime
+		r.log.WithError(err).Warn("could not remove the shell's receiver mark")
+	}
 
 	rep := receiverReport{PreparationMS: prepMS, ResumeMS: resumeMS}
 	if r.in != nil {

@@ -37,6 +37,10 @@ here: build the domain shell, page its memory out, take over its vCPU state,
 resume it and install its memory as it arrives. By default it serves one
 migration and exits; --serve accepts one after another.
 
+A receiver killed before the switchover cannot destroy the paused shell it
+built (NAME--incoming); the source keeps the guest. The next receive on this
+host destroys such shells, once their receiver is gone, and logs each one.
+
 With --json, each event (listening, received, failed) is one JSON line on
 standard output; the first line carries the address, so a script can listen
 on port 0 and learn the port (and, with --metrics-listen, the metrics' one).
@@ -68,6 +72,11 @@ progress and paging ring occupancy (README.md lists them).`,
 				return err
 			}
 			defer closeHV()
+			// Shells left by receivers killed before their switchover
+			// hold memory and block their domain's next migration here.
+			if _, err := xenmig.ReapStaleShells(hv, a.log); err != nil {
+				a.log.WithError(err).Warn("could not remove every domain shell left by a killed receiver")
+			}
 			maddr, err := a.serveMetrics(cmd.Context(), metricsListen)
 			if err != nil {
 				return err

@@ -165,6 +165,40 @@ dom_downtime() {
 # guest_ensure NAME: start the guest unless it is already running.
 guest_ensure() { xl domid "$1" >/dev/null 2>&1 || guest_start "$@"; }
 
+# triple_faults: how many guest triple faults Xen has logged since boot.
+triple_faults() { xl dmesg | grep -c 'Triple fault'; }
+
+# xl_restored ID: domain ID was built by libxc's restore (xl migrate's
+# destination), recorded by mark_xl_restored.
+mark_xl_restored() { echo "$1" >>/run/lab-xl-restored; }
+xl_restored() { grep -qx "$1" /run/lab-xl-restored 2>/dev/null; }
+
+# guest_ready NAME SECS: the guest to move, in a known state: it runs (a
+# crashed or shut-down one is destroyed and started again), it was built by
+# the domain builder (xl create, or a xenmig shell), not by libxc's restore,
+# and its heartbeat has gone on for SECS s since this call. A domain
+# restored by `xl migrate` has its memory mapped in 4 KiB pages, and in this
+# lab a guest under HAP log-dirty with such a p2m triple-faults within
+# seconds (QEMU's emulated nested paging; see README.md, "The triple fault"):
+# it is started afresh. Prints what it did; fails if the guest does not come up.
+guest_ready() {
+	local name=$1 secs=$2 id st t
+	if id=$(xl domid "$name" 2>/dev/null); then
+		st=$(xl list "$name" | awk 'NR == 2 {print $5}')
+		case $st in
+		*c* | *s*) say "guest $name (dom $id) is $st: destroying it and starting it again"; xl destroy "$name" ;;
+		*) if xl_restored "$id"; then
+			say "guest $name (dom $id) was restored by xl migrate (4 KiB p2m): starting it afresh"
+			xl destroy "$name"
+		fi ;;
+		esac
+	fi
+	guest_ensure "$name" || return 1
+	t=$(now_ms)
+	wait_hb "$t" "$secs" $((secs * 3 + 30)) || { say "guest $name: heartbeat not steady for $secs s"; return 1; }
+	say "guest $name (dom $(xl domid "$name")) ready: $secs heartbeats in $(($(now_ms) - t)) ms"
+}
+
 # scratch_create NAME [MB]: a PVH domain created paused that never runs (no
 # disk): memory for tests that write it (self-test, benchmarks).
 scratch_create() {

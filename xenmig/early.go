@@ -83,7 +83,8 @@ func (p *preparer) evict(ctx context.Context) {
 		p.err = fmt.Errorf("send prepared: %w", err)
 		return
 	}
-	p.r.log.WithField("ms", p.r.prepMS).Info("domain shell prepared")
+	p.r.log.WithFields(map[string]any{"ms": p.r.prepMS, "paged_out": p.evicted.count() - p.busy.count(),
+		"early": p.early.count(), "busy": p.busy.count()}).Info("domain shell prepared")
 }
 
 // failed returns why the evictor failed, if it has.

@@ -1,6 +1,7 @@
 package xenmig
 
 import (
+	mathbits "math/bits"
 	"sync"
 	"sync/atomic"
 
@@ -31,6 +32,15 @@ func (c *claimSet) claim(g hypervisor.GFN) bool {
 // test reports whether g is marked.
 func (c *claimSet) test(g hypervisor.GFN) bool {
 	return uint64(g) < c.n && c.words[g/64].Load()&(1<<(g%64)) != 0
+}
+
+// count returns how many gfns are marked (a snapshot while claims run).
+func (c *claimSet) count() uint64 {
+	var n int
+	for i := range c.words {
+		n += mathbits.OnesCount64(c.words[i].Load())
+	}
+	return uint64(n)
 }
 
 // bitmap returns the marked gfns; no claim may run concurrently.

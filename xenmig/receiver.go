@@ -147,6 +147,7 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 	}
 	built = true
 	r.log = r.log.WithField("domain", r.dom)
+	r.log.WithField("ms", ms(time.Since(start))).Info("domain shell created")
 	if err := markShell(r.hv, r.dom); err != nil {
 		r.log.WithError(err).Warn("could not mark the shell as this receiver's: if this process is killed, destroy it by hand")
 	}

@@ -25,6 +25,7 @@ type planFlags struct {
 	streams    int
 	bandwidth  string
 	balloon    bool
+	noEarly    bool
 	json       bool
 }
 
@@ -35,12 +36,13 @@ func (f *planFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.streams, "streams", 0, "TCP connections carrying pages in parallel, 1-16 (default: migration.streams; 0 there: one per CPU up to 4, 1 under 2.4 Gbit/s of --bandwidth)")
 	fs.StringVar(&f.bandwidth, "bandwidth", "", `limit the migration's rate, e.g. "500mbit" or "100MiB/s" (default: migration.bandwidth, unlimited)`)
 	fs.BoolVar(&f.balloon, "balloon", false, "ask the guest's self-ballooning agent to give back free memory first")
+	fs.BoolVar(&f.noEarly, "no-early-push", false, "post-copy: send no page while the destination prepares (its preparation then does not overlap the transfer)")
 	fs.BoolVar(&f.json, "json", false, "print the result as one JSON object on standard output")
 }
 
 // plan is the configured plan with the flags on top.
 func (f *planFlags) plan(a *app) (xenmig.Plan, error) {
-	c := planChoices{mode: xenmig.Mode(f.mode), push: xenmig.Push(f.push), pivots: f.pivots, streams: f.streams, balloon: f.balloon}
+	c := planChoices{mode: xenmig.Mode(f.mode), push: xenmig.Push(f.push), pivots: f.pivots, streams: f.streams, balloon: f.balloon, noEarly: f.noEarly}
 	if f.bandwidth != "" {
 		var r conf.Rate
 		if err := r.UnmarshalText([]byte(f.bandwidth)); err != nil {
@@ -62,6 +64,7 @@ type planChoices struct {
 	streams   int
 	bandwidth int64 // bytes per second
 	balloon   bool
+	noEarly   bool // no early push
 }
 
 // over returns p with the choices on top, validated. Choosing hybrid
@@ -86,6 +89,7 @@ func (c planChoices) over(p xenmig.Plan) (xenmig.Plan, error) {
 		p.Bandwidth = c.bandwidth
 	}
 	p.Balloon = p.Balloon || c.balloon
+	p.EarlyPush = p.EarlyPush && !c.noEarly
 	return p, p.Validate()
 }
 

@@ -27,6 +27,7 @@ func TestPlanChoices(t *testing.T) {
 		{"hybrid keeps a chosen push", planChoices{mode: xenmig.Hybrid, push: xenmig.PushSequential}, xenmig.Hybrid, xenmig.PushSequential, 7, 0, false, nil},
 		{"all set", planChoices{mode: xenmig.PreCopy, push: xenmig.PushDemand, pivots: 3, bandwidth: 1 << 20, balloon: true},
 			xenmig.PreCopy, xenmig.PushDemand, 3, 1 << 20, true, nil},
+		{"no early push", planChoices{noEarly: true}, xenmig.PostCopy, xenmig.PushPrepaging, 7, 0, false, nil},
 		{"bad mode", planChoices{mode: "teleport"}, "", "", 0, 0, false, xenmig.ErrBadPlan},
 		{"workingset needs hybrid", planChoices{push: xenmig.PushWorkingSet}, "", "", 0, 0, false, xenmig.ErrBadPlan},
 	} {
@@ -41,6 +42,9 @@ func TestPlanChoices(t *testing.T) {
 			if p.Mode != tc.mode || p.Push != tc.push || p.Pivots != tc.pivots || p.Bandwidth != tc.bw || p.Balloon != tc.balloon {
 				t.Errorf("over() = mode %s push %s pivots %d bandwidth %d balloon %v, want %s %s %d %d %v",
 					p.Mode, p.Push, p.Pivots, p.Bandwidth, p.Balloon, tc.mode, tc.push, tc.pivots, tc.bw, tc.balloon)
+			}
+			if p.EarlyPush != !tc.c.noEarly {
+				t.Errorf("over() early push = %v, want %v", p.EarlyPush, !tc.c.noEarly)
 			}
 		})
 	}

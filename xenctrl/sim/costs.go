@@ -36,8 +36,9 @@ func (c Cost) of(n int) time.Duration { return c.Call + time.Duration(n)*c.Page 
 // A lane does not make a caller wait for every microsecond: it keeps the
 // time at which it will have served what it was given, and a caller
 // sleeps only once that time is more than a millisecond ahead of the
-// clock. A busy lane's throughput is exact; an isolated call cheaper than
-// a millisecond costs nothing. The ring's Notify latency is different: it
+// clock, and a caller late by a sleep's overshoot is counted as served on
+// time. A busy lane's throughput is exact; an isolated call cheaper than a
+// millisecond costs nothing. The ring's Notify latency is different: it
 // delays each request precisely (see WithNotifyLatency).
 type Costs struct {
 	// Read and Write are a foreign map of a batch of pages, the copy and
@@ -178,9 +179,14 @@ func ParseCosts(name string) (Costs, error) {
 }
 
 // laneSlack is how far ahead of the clock a lane may be before its caller
-// sleeps, and how long it may stay idle and still count a late caller's
-// lateness (a sleep's overshoot) as served.
+// sleeps.
 const laneSlack = time.Millisecond
+
+// laneIdle is how long a lane may have been idle and still count a late
+// caller's lateness as served: a sleep overshoots, by more than a
+// millisecond on a loaded machine, and the lane's throughput must not
+// suffer from it.
+const laneIdle = 10 * time.Millisecond
 
 // lane serves booked costs one at a time (see Costs).
 type lane struct {
@@ -197,7 +203,7 @@ func (l *lane) book(arrived, now time.Time, cost time.Duration) time.Duration {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if arrived.Sub(l.free) > laneSlack {
+	if arrived.Sub(l.free) > laneIdle {
 		l.free = arrived // idle since: start afresh
 	}
 	l.free = l.free.Add(cost)
@@ -207,15 +213,20 @@ func (l *lane) book(arrived, now time.Time, cost time.Duration) time.Duration {
 	return 0
 }
 
-// charge books a call that began at arrived and sleeps as the lane says;
-// it is meant to be deferred at the start of the call, so that the call's
-// own work counts toward its cost.
-func (l *lane) charge(arrived time.Time, cost time.Duration) {
+// pay starts a call that costs cost and returns what the call defers: the
+// booking, and the sleep the lane asks for. The call's own work counts
+// toward its cost. A free call reads no clock.
+//
+//	defer d.lanes.p2m.pay(cost)()
+func (l *lane) pay(cost time.Duration) func() {
 	if cost <= 0 {
-		return
+		return func() {}
 	}
-	if d := l.book(arrived, time.Now(), cost); d > 0 {
-		time.Sleep(d)
+	arrived := time.Now()
+	return func() {
+		if d := l.book(arrived, time.Now(), cost); d > 0 {
+			time.Sleep(d)
+		}
 	}
 }
 

@@ -26,7 +26,8 @@ func TestLaneBook(t *testing.T) {
 		{"the call's own work counts", at(-time.Second), at(0), at(2 * ms), 3 * ms, 0, at(3 * ms)},
 		{"queued behind booked work", at(5 * ms), at(0), at(0), ms, 6 * ms, at(6 * ms)},
 		{"debt under the slack: no sleep", at(500 * time.Microsecond), at(0), at(0), 400 * time.Microsecond, 0, at(900 * time.Microsecond)},
-		{"a late caller within the slack is served from free", at(0), at(800 * time.Microsecond), at(800 * time.Microsecond), 2 * ms, 1200 * time.Microsecond, at(2 * ms)},
+		{"a late caller is served from free", at(0), at(3 * ms), at(3 * ms), 5 * ms, 2 * ms, at(5 * ms)},
+		{"a lane idle longer starts afresh", at(0), at(20 * ms), at(20 * ms), 5 * ms, 5 * ms, at(25 * ms)},
 		{"zero cost books nothing", at(5 * ms), at(0), at(0), 0, 0, at(5 * ms)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

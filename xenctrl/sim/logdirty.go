@@ -3,7 +3,6 @@ package sim
 import (
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	"github.com/xenmig/xenmig/hypervisor"
 )
@@ -65,7 +64,7 @@ func (h *Host) DirtyLog(id hypervisor.DomID, clean bool) (*hypervisor.Bitmap, er
 		return nil, fmt.Errorf("dirty log: %w", err)
 	}
 	defer d.release()
-	defer d.lanes.logDirty.charge(time.Now(), h.costs.DirtyLog.of(int(d.mem.pages())))
+	defer d.lanes.logDirty.pay(h.costs.DirtyLog.of(int(d.mem.pages())))()
 	l := d.mem.dirty.Load()
 	if l == nil {
 		return nil, fmt.Errorf("dirty log of domain %d: log-dirty is off: %w", id, hypervisor.ErrInvalid)

@@ -2,7 +2,6 @@ package sim
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/xenmig/xenmig/hypervisor"
 )
@@ -73,7 +72,7 @@ func (h *Host) ReadPages(id hypervisor.DomID, gfns []hypervisor.GFN, dst []byte)
 		return fmt.Errorf("read pages: %w", err)
 	}
 	defer d.release()
-	defer d.lanes.mapping.charge(time.Now(), h.costs.Read.of(len(gfns)))
+	defer d.lanes.mapping.pay(h.costs.Read.of(len(gfns)))()
 	if err := checkBatch(d, "read", gfns, dst); err != nil {
 		return err
 	}
@@ -95,7 +94,7 @@ func (h *Host) WritePages(id hypervisor.DomID, gfns []hypervisor.GFN, src []byte
 		return fmt.Errorf("write pages: %w", err)
 	}
 	defer d.release()
-	defer d.lanes.mapping.charge(time.Now(), h.costs.Write.of(len(gfns)))
+	defer d.lanes.mapping.pay(h.costs.Write.of(len(gfns)))()
 	if err := checkBatch(d, "write", gfns, src); err != nil {
 		return err
 	}
@@ -123,7 +122,7 @@ func (h *Host) Populate(id hypervisor.DomID, gfns []hypervisor.GFN) error {
 		return fmt.Errorf("populate: %w", err)
 	}
 	defer d.release()
-	defer d.lanes.p2m.charge(time.Now(), h.costs.Populate.of(len(gfns)))
+	defer d.lanes.p2m.pay(h.costs.Populate.of(len(gfns)))()
 	for _, g := range gfns {
 		if err := d.populate(g); err != nil {
 			return err
@@ -166,7 +165,7 @@ func (h *Host) Depopulate(id hypervisor.DomID, gfns []hypervisor.GFN) error {
 		return fmt.Errorf("depopulate: %w", err)
 	}
 	defer d.release()
-	defer d.lanes.p2m.charge(time.Now(), h.costs.Depopulate.of(len(gfns)))
+	defer d.lanes.p2m.pay(h.costs.Depopulate.of(len(gfns)))()
 	for _, g := range gfns {
 		if err := d.depopulate(g); err != nil {
 			return err

@@ -179,7 +179,7 @@ func (p *pager) Nominate(g hypervisor.GFN) error {
 		return err
 	}
 	defer d.release()
-	defer d.lanes.p2m.charge(time.Now(), d.h.costs.Nominate)
+	defer d.lanes.p2m.pay(d.h.costs.Nominate)()
 	if err := checkGFN(d, "nominate", g); err != nil {
 		return err
 	}
@@ -214,7 +214,7 @@ func (p *pager) Evict(g hypervisor.GFN) error {
 		return err
 	}
 	defer d.release()
-	defer d.lanes.p2m.charge(time.Now(), d.h.costs.Evict)
+	defer d.lanes.p2m.pay(d.h.costs.Evict)()
 	if err := checkGFN(d, "evict", g); err != nil {
 		return err
 	}
@@ -246,7 +246,7 @@ func (p *pager) Load(g hypervisor.GFN, page []byte) error {
 		return err
 	}
 	defer d.release()
-	defer d.lanes.p2m.charge(time.Now(), d.h.costs.Load)
+	defer d.lanes.p2m.pay(d.h.costs.Load)()
 	if err := checkGFN(d, "load", g); err != nil {
 		return err
 	}

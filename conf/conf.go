@@ -190,7 +190,8 @@ type ReceiverConfig struct {
 // SimConfig is the [sim] table: the simulated Xen hosts.
 type SimConfig struct {
 	// NotifyLatency is the delay of a simulated event-channel notification
-	// of the paging ring ("5us").
+	// of the paging ring with Costs "none"; the cost models have their own
+	// ("5us").
 	NotifyLatency Duration `toml:"notify_latency"`
 	// Costs is the simulated hosts' cost model, what each call into the
 	// hypervisor takes: "xen" (an estimate of a real Xen host, measured in

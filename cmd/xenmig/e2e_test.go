@@ -326,3 +326,21 @@ func TestDoctorJSONOneObject(t *testing.T) {
 		t.Errorf("doctor --json printed more than one JSON object: %s", stdout.String())
 	}
 }
+
+// TestProfiles: --cpuprofile and --memprofile write pprof profiles (gzipped
+// protocol buffers) of the command, here a migration.
+func TestProfiles(t *testing.T) {
+	r := startReceive(t)
+	dir := t.TempDir()
+	cpu, mem := filepath.Join(dir, "cpu.prof"), filepath.Join(dir, "mem.prof")
+	code, _, stderr := migrateProc(t, append([]string{"vm-prof", r.addr, "--cpuprofile", cpu, "--memprofile", mem}, guestArgs("idle")...)...)
+	if code != 0 {
+		t.Fatalf("xenmig migrate exit %d\n%s", code, stderr)
+	}
+	for _, f := range []string{cpu, mem} {
+		b, err := os.ReadFile(f)
+		if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Errorf("%s: %d bytes, %v; want a gzipped pprof profile", filepath.Base(f), len(b), err)
+		}
+	}
+}

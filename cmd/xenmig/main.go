@@ -78,11 +78,16 @@ type app struct {
 	cfg        conf.Config
 	log        *logrus.Logger
 	metrics    *metrics.Receiver // the receiver's metrics, when served
+
+	cpuProfile, memProfile string   // --cpuprofile, --memprofile
+	cpuProfileFile         *os.File // while the CPU profile runs
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	cmd, err := newRootCommand().ExecuteContextC(ctx)
+	root, a := newRootCommand()
+	cmd, err := root.ExecuteContextC(ctx)
+	a.stopProfiles()
 	stop()
 	if err == nil {
 		os.Exit(exitOK)
@@ -101,7 +106,7 @@ func main() {
 	os.Exit(code)
 }
 
-func newRootCommand() *cobra.Command {
+func newRootCommand() (*cobra.Command, *app) {
 	a := &app{}
 	root := &cobra.Command{
 		Use:   "xenmig",
@@ -118,7 +123,10 @@ Without Xen (no /dev/xen/privcmd) every command runs on a simulated Xen host.
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return a.setup()
+			if err := a.setup(); err != nil {
+				return err
+			}
+			return a.startProfiles()
 		},
 	}
 	root.PersistentFlags().StringVarP(&a.configPath, "config", "c", os.Getenv("XENMIG_CONFIG"),
@@ -129,9 +137,11 @@ Without Xen (no /dev/xen/privcmd) every command runs on a simulated Xen host.
 		"plain TCP without TLS (tls.insecure_plaintext): for loopback tests only")
 	root.PersistentFlags().StringVar(&a.simCosts, "sim-costs", "",
 		`simulated hosts' cost model: "xen" (a real Xen host's estimated costs), "lab" (the TCG lab's), "none" (this machine's speed) (overrides sim.costs)`)
+	root.PersistentFlags().StringVar(&a.cpuProfile, "cpuprofile", "", "write a CPU profile of this command to FILE (go tool pprof)")
+	root.PersistentFlags().StringVar(&a.memProfile, "memprofile", "", "write a memory profile (allocations and heap) of this command to FILE at its end")
 	root.AddCommand(newMigrateCommand(a), newReceiveCommand(a), newListCommand(a),
 		newDemoCommand(a), newDoctorCommand(a), newBenchCommand(a), newPluginCommand(a), newCertsCommand())
-	return root
+	return root, a
 }
 
 // setup loads the configuration and builds the logger.

@@ -55,6 +55,14 @@ func migrateOnce(b *testing.B, spec sim.GuestSpec, push xenmig.Push) *xenmig.Res
 	p := xenmig.DefaultPlan()
 	p.Push = push
 	p.ThroughputSample = 0 // not part of the migration
+	res := timedMigrate(b, src, dom, dst, p)
+	dst.host.Close()
+	return res
+}
+
+// timedMigrate migrates dom from src to dst with p, the benchmark's timer
+// running until dst has received it, and fails b if either side failed.
+func timedMigrate(b *testing.B, src *sim.Host, dom hypervisor.DomID, dst *destination, p xenmig.Plan) *xenmig.Result {
 	b.StartTimer()
 	res, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, p)
 	if err != nil {
@@ -65,6 +73,5 @@ func migrateOnce(b *testing.B, spec sim.GuestSpec, push xenmig.Push) *xenmig.Res
 	if dst.err != nil {
 		b.Fatalf("Receive() = %v", dst.err)
 	}
-	dst.host.Close()
 	return res
 }

@@ -1,7 +1,6 @@
 package xenmig_test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -76,16 +75,7 @@ func migratePrepared(b *testing.B, costs sim.Costs, pages uint64, bandwidth int6
 	p.ThroughputSample = 0
 	p.EarlyPush = early
 	p.Bandwidth = bandwidth
-	b.StartTimer()
-	res, err := xenmig.Migrate(context.Background(), src, dom, dst.addr, p)
-	if err != nil {
-		b.Fatalf("Migrate() = %v", err)
-	}
-	dst.wait(b)
-	b.StopTimer()
-	if dst.err != nil {
-		b.Fatalf("Receive() = %v", dst.err)
-	}
+	res := timedMigrate(b, src, dom, dst, p)
 	if res.PreparationMS <= 0 {
 		b.Fatalf("preparation_ms = %v, want > 0", res.PreparationMS)
 	}

@@ -75,7 +75,7 @@ const (
 	labRead64     = 651.0   // of 64
 	labRead512    = 3775.0  // of 512
 	labDirtyLog   = 1338.0  // peek-and-clean, 128 MiB guest
-	labLogGFNs    = 32768.0 // the gfns it walked
+	labLogGFNs    = 32768.0 // the gfns it walked, taken as the guest's pages
 	labPopulate1  = 36787.0 // Depopulate + Populate of 1 gfn
 	labPopulate64 = 41272.0 // of 64
 	labPaging     = 77.0    // Nominate + Evict of one gfn
@@ -101,6 +101,7 @@ type labSplit struct{ trap, work float64 }
 // slow-down of the calibration benchmark it resembles.
 func (s labSplit) real() time.Duration { return us(s.trap/trapInflation + s.work/memInflation) }
 
+// lab is the cost in the lab itself.
 func (s labSplit) lab() time.Duration { return us(s.trap + s.work) }
 
 // labModel is the lab's figures fitted to Costs' shape, each split.

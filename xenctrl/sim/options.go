@@ -17,6 +17,7 @@ type Option func(*Host)
 
 // WithNotifyLatency sets the delay between the guest posting a paging request
 // and the pager seeing it (the event channel's latency). Zero delivers at once.
+// WithCosts sets it too: the later option wins.
 func WithNotifyLatency(d time.Duration) Option {
 	return func(h *Host) { h.notifyLatency = max(d, 0) }
 }

@@ -225,16 +225,17 @@ jfield() { local v; v=$(grep -o "\"$1\": *[0-9.]*" "$2" | head -1 | cut -d: -f2 
 # switchover, then check the guest and write the result. ok: both sides
 # exit 0 and MOVE_CHECK, a shell test of the scenario's on the result file
 # $j, holds; the guest runs on under a new domid with zero bad pages, its
-# heartbeat on for 12 s, its disk frontend connected and doing I/O; no
-# paged-out page and no leftover domain (NAME--incoming,
-# NAME--migratedaway) remain.
+# heartbeat on for 12 s, its disk frontend connected and doing I/O; the
+# live NAME is the domain the receiver reported; no paged-out page, no
+# leftover domain (NAME--incoming, NAME--migratedaway) and no triple fault
+# in xl dmesg. The guest moved is one guest_ready found fit.
 xenmig_move() {
 	local mode=$1 addr=${2:-127.0.0.1:8002} hook=$3 name=hb j=/lab/out/migrate.json
-	local rpid hpid="" rc rrc t0 t1 id0 id1 vbdm vbd1 vbd alive=false paged left ok=false
-	guest_ensure $name || { result mode="$mode" ok=false error="guest did not start"; return 1; }
+	local rpid hpid="" rc rrc t0 t1 id0 id1 got tf0 tf vbdm vbd1 vbd alive=false paged left err ok=false
+	guest_ready $name 5 || { result mode="$mode" ok=false error="guest not ready"; return 1; }
 	domwatch_start
-	wait_hb "$(now_ms)" 3 30
 	id0=$(xl domid $name)
+	tf0=$(triple_faults)
 	timeout 600 xenmig receive --listen 127.0.0.1:8002 --insecure-plaintext --json >/lab/out/receiver.json 2>/lab/out/receiver.log &
 	rpid=$!
 	sleep 2
@@ -261,9 +262,14 @@ xenmig_move() {
 	vbd=$(vbd_state $name)
 	paged=$(xenmig list --json 2>/dev/null | tr '{' '\n' | grep "\"Name\":\"$name\"" | grep -o '"PagedPages":[0-9]*' | cut -d: -f2)
 	left=$(xl list | awk -v n="$name" '$1 == n "--incoming" || $1 == n "--migratedaway" {print $1}' | tr '\n' ' ')
+	got=$(grep '"received"' /lab/out/receiver.json | grep -o '"domid": *[0-9]*' | tr -dc 0-9)
+	tf=$(($(triple_faults) - tf0))
+	err=$(grep -i -m1 -E 'error|fatal|panic' /lab/out/migrate.log /lab/out/receiver.log)
+	[ "$tf" = 0 ] || err="a guest triple-faulted during the move ($tf in xl dmesg): $err"
 	xl list
 	[ "$rc" = 0 ] && [ "$rrc" = 0 ] && [ $alive = true ] && [ "$(bad_pages)" = 0 ] && [ "$id1" != "$id0" ] &&
-		[ "$vbd" = 4 ] && [ $((vbd1 - vbdm)) -ge 10 ] && [ "${paged:-x}" = 0 ] && [ -z "$left" ] && ok=true
+		[ "$id1" = "$got" ] && [ "$tf" = 0 ] && [ "$vbd" = 4 ] && [ $((vbd1 - vbdm)) -ge 10 ] &&
+		[ "${paged:-x}" = 0 ] && [ -z "$left" ] && ok=true
 	[ -z "$MOVE_CHECK" ] || eval "$MOVE_CHECK" || { say "failed: $MOVE_CHECK"; ok=false; }
 	result mode="$mode" ok=$ok exit_code=$rc receiver_exit_code=$rrc total_ms=$((t1 - t0)) \
 		downtime_ms="$(jfield downtime_ms $j)" preparation_ms="$(jfield preparation_ms $j)" \
@@ -273,8 +279,8 @@ xenmig_move() {
 		reconnects="$(jfield reconnects $j)" ballooned_pages_skipped="$(jfield ballooned_pages_skipped $j)" \
 		dom0_downtime_ms="$(dom_downtime "$t0" "$t1")" \
 		heartbeat_gap_ms="$(hb_gap "$t0" "$t1")" bad_pages="$(bad_pages)" guest_alive_after=$alive \
-		domid_before="$id0" domid_after="${id1:-none}" vbd_state="$vbd" vbd_io_at_move="$vbdm" \
-		vbd_io_after="$vbd1" paged_after="${paged:-null}" leftover="$left" xenmig:="$(cat $j)" \
-		error="$(grep -i -m1 -E 'error|fatal|panic' /lab/out/migrate.log /lab/out/receiver.log)"
+		domid_before="$id0" domid_received="${got:-none}" domid_after="${id1:-none}" triple_faults="$tf" \
+		vbd_state="$vbd" vbd_io_at_move="$vbdm" vbd_io_after="$vbd1" paged_after="${paged:-null}" \
+		leftover="$left" xenmig:="$(cat $j)" error="$err"
 	[ $ok = true ]
 }

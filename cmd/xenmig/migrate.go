@@ -158,6 +158,9 @@ func (f *guestFlags) spec(a *app, name string, balloon bool) (sim.GuestSpec, err
 		UsedPages:   g.Used.Pages(),
 		Seed:        g.Seed,
 		Workload:    sim.DefaultWorkload(sim.Kind(g.Workload), g.Memory.Pages()),
+		// As a Linux PVH guest on real Xen: its resume registers its
+		// vcpu_info again, so post-copy sends its resume set.
+		PVResume: true,
 	}
 	if f.rate > 0 {
 		spec.Workload.Rate = f.rate

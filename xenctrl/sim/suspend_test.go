@@ -148,3 +148,61 @@ func TestShellPolicyAndRings(t *testing.T) {
 		t.Errorf("state after its rings were overwritten = %v, want %v", got, hypervisor.StateCrashed)
 	}
 }
+
+// TestPVResume: a guest that registers its vcpu_info again on resume
+// (GuestSpec.PVResume) writes each vCPU's during its suspend, so a dirty log
+// cleaned just before the suspend names them; in a new domain it crashes if
+// one is paged out when it first runs, and resumes if it is present.
+func TestPVResume(t *testing.T) {
+	for _, paged := range []bool{false, true} {
+		src := newTestHost(t)
+		spec := testSpec(Idle, 2)
+		spec.PVResume = true
+		sid := create(t, src, spec)
+		if info, err := src.Info(sid); err != nil || !info.PagedResumeFails {
+			t.Fatalf("Info() = %+v, %v; want PagedResumeFails", info, err)
+		}
+		must(t, "Unpause", src.Unpause(sid))
+		must(t, "EnableLogDirty", src.EnableLogDirty(sid))
+		_, err := src.DirtyLog(sid, true)
+		must(t, "DirtyLog(clean)", err)
+		must(t, "Suspend", src.Suspend(context.Background(), sid, 10*time.Second))
+		dirty, err := src.DirtyLog(sid, true)
+		must(t, "DirtyLog(at the suspend)", err)
+		d, err := src.acquire(sid)
+		must(t, "acquire", err)
+		infos := []hypervisor.GFN{d.vcpuInfo(0), d.vcpuInfo(1)}
+		d.release()
+		for i, g := range infos {
+			if !dirty.Test(g) {
+				t.Errorf("vCPU %d's vcpu_info %#x not in the dirty log of the suspend", i, uint64(g))
+			}
+		}
+		cpu, err := src.SaveCPU(sid)
+		must(t, "SaveCPU", err)
+		cfg, err := src.Config(sid)
+		must(t, "Config", err)
+		dst := newTestHost(t)
+		did, err := dst.CreateShell(cfg)
+		must(t, "CreateShell", err)
+		p, err := dst.EnablePaging(did)
+		must(t, "EnablePaging", err)
+		must(t, "Nominate", p.Nominate(infos[1]))
+		must(t, "Evict", p.Evict(infos[1]))
+		if !paged {
+			must(t, "Load", p.Load(infos[1], make([]byte, hypervisor.PageSize)))
+		}
+		must(t, "RestoreCPU", dst.RestoreCPU(did, cpu))
+		must(t, "Unpause", dst.Unpause(did))
+		want := hypervisor.StateRunning
+		if paged {
+			want = hypervisor.StateCrashed
+		}
+		if got := stateOf(t, dst, did); got != want {
+			t.Errorf("vcpu_info paged out %v: state in the new domain = %v, want %v", paged, got, want)
+		}
+		if !paged {
+			must(t, "Close", p.Close())
+		}
+	}
+}

@@ -19,6 +19,20 @@ func stateOf(t *testing.T, h *Host, id hypervisor.DomID) hypervisor.State {
 // TestSuspendAndCancel: a running guest suspends when asked, stays stopped
 // through an unpause (Xen's unpause does not end a shutdown), and goes on
 // once its suspend is cancelled.
+// shellOf saves the stopped domain sid's vCPU state and builds its shell on
+// a new host, as a migration's two ends do.
+func shellOf(t *testing.T, src *Host, sid hypervisor.DomID) (*Host, hypervisor.DomID, hypervisor.CPUState) {
+	t.Helper()
+	cpu, err := src.SaveCPU(sid)
+	must(t, "SaveCPU", err)
+	cfg, err := src.Config(sid)
+	must(t, "Config", err)
+	dst := newTestHost(t)
+	did, err := dst.CreateShell(cfg)
+	must(t, "CreateShell", err)
+	return dst, did, cpu
+}
+
 func TestSuspendAndCancel(t *testing.T) {
 	h := newTestHost(t)
 	spec := testSpec(Stress, 2)
@@ -87,13 +101,7 @@ func TestResumeNeedsSuspend(t *testing.T) {
 		} else {
 			must(t, "Pause", src.Pause(sid))
 		}
-		cpu, err := src.SaveCPU(sid)
-		must(t, "SaveCPU", err)
-		cfg, err := src.Config(sid)
-		must(t, "Config", err)
-		dst := newTestHost(t)
-		did, err := dst.CreateShell(cfg)
-		must(t, "CreateShell", err)
+		dst, did, cpu := shellOf(t, src, sid)
 		must(t, "RestoreCPU", dst.RestoreCPU(did, cpu))
 		must(t, "Unpause", dst.Unpause(did))
 		want := hypervisor.StateRunning
@@ -178,13 +186,7 @@ func TestPVResume(t *testing.T) {
 				t.Errorf("vCPU %d's vcpu_info %#x not in the dirty log of the suspend", i, uint64(g))
 			}
 		}
-		cpu, err := src.SaveCPU(sid)
-		must(t, "SaveCPU", err)
-		cfg, err := src.Config(sid)
-		must(t, "Config", err)
-		dst := newTestHost(t)
-		did, err := dst.CreateShell(cfg)
-		must(t, "CreateShell", err)
+		dst, did, cpu := shellOf(t, src, sid)
 		p, err := dst.EnablePaging(did)
 		must(t, "EnablePaging", err)
 		must(t, "Nominate", p.Nominate(infos[1]))

@@ -16,9 +16,6 @@ func stateOf(t *testing.T, h *Host, id hypervisor.DomID) hypervisor.State {
 	return info.State
 }
 
-// TestSuspendAndCancel: a running guest suspends when asked, stays stopped
-// through an unpause (Xen's unpause does not end a shutdown), and goes on
-// once its suspend is cancelled.
 // shellOf saves the stopped domain sid's vCPU state and builds its shell on
 // a new host, as a migration's two ends do.
 func shellOf(t *testing.T, src *Host, sid hypervisor.DomID) (*Host, hypervisor.DomID, hypervisor.CPUState) {
@@ -33,6 +30,9 @@ func shellOf(t *testing.T, src *Host, sid hypervisor.DomID) (*Host, hypervisor.D
 	return dst, did, cpu
 }
 
+// TestSuspendAndCancel: a running guest suspends when asked, stays stopped
+// through an unpause (Xen's unpause does not end a shutdown), and goes on
+// once its suspend is cancelled.
 func TestSuspendAndCancel(t *testing.T) {
 	h := newTestHost(t)
 	spec := testSpec(Stress, 2)

@@ -64,6 +64,10 @@ type receiver struct {
 	pager hypervisor.Pager
 	in    *installer
 
+	// abortMu serializes the aborts that post-copy's goroutines (the
+	// guest watch, the page readers) may write on main at once.
+	abortMu sync.Mutex
+
 	// Pre-copy: gfns whose page here may not be zero. A zero page for any
 	// other gfn needs no write. The shell starts with every page it has
 	// in it: the toolstack booted it to its entry point, so kernel and
@@ -578,16 +582,20 @@ func (r *receiver) precopyPlan(p wire.Pages) ([]hypervisor.GFN, []byte, error) {
 
 // installResumeSet installs the pages of p that the installer owes (the
 // resume set: what the guest registers with Xen again as it resumes, which
-// must not be paged out then) and returns the rest, which must be gfns
-// paging could not take or special pages (which the guest's suspend writes
-// too: its xenstore ring). It runs before the switchover, in the downtime.
+// must not be paged out then), drops the special ones (the guest's suspend
+// writes its xenstore ring too, which this host's xenstored owns) and
+// returns the rest, which must be gfns paging could not take. It runs before
+// the switchover, in the downtime.
 func (r *receiver) installResumeSet(p wire.Pages) (wire.Pages, error) {
 	if r.pausedAt.IsZero() {
 		return p, fmt.Errorf("unstaged pages before the pause in post-copy: %w", wire.ErrMalformed)
 	}
 	rest := wire.Pages{Flags: p.Flags}
 	for g, page := range p.All() {
-		if uint64(g) < r.direct.Len() && (r.direct.Test(g) || r.special.Test(g)) {
+		if uint64(g) < r.special.Len() && r.special.Test(g) {
+			continue
+		}
+		if uint64(g) < r.direct.Len() && r.direct.Test(g) {
 			rest.GFNs = append(rest.GFNs, g)
 			rest.Zero = append(rest.Zero, page == nil)
 			rest.Data = append(rest.Data, page...)

@@ -89,9 +89,9 @@ func (s *sender) earlyPush(ctx context.Context) ([]byte, *hypervisor.Bitmap, err
 	stop := make(chan struct{})
 	g, gctx := errgroup.WithContext(ctx)
 	streams := s.links.streams()
-	hot := &dirtyPeek{hv: s.hv, dom: s.dom}
+	peek := &dirtyPeek{hv: s.hv, dom: s.dom}
 	for i, c := range streams {
-		g.Go(func() error { return s.earlyShare(gctx, c, i, len(streams), stop, sent, hot) })
+		g.Go(func() error { return s.earlyShare(gctx, c, i, len(streams), stop, sent, peek) })
 	}
 	type answer struct {
 		body []byte

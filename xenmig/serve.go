@@ -222,7 +222,7 @@ func (r *receiver) watchGuest(ctx context.Context, stop <-chan struct{}) error {
 		if err := r.guestStopped(); err != nil {
 			// Before the round closes the connections: the source
 			// stops pushing and keeps its copy paused.
-			r.links.main.w.Write(wire.TypeAbort, abortRecord(err))
+			r.abortServing(err)
 			return err
 		}
 		select {
@@ -233,6 +233,14 @@ func (r *receiver) watchGuest(ctx context.Context, stop <-chan struct{}) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// abortServing tells the source why post-copy ends here, from whichever
+// serving goroutine found it.
+func (r *receiver) abortServing(err error) {
+	r.abortMu.Lock()
+	defer r.abortMu.Unlock()
+	r.links.main.w.Write(wire.TypeAbort, abortRecord(err))
 }
 
 // guestStopped returns an error wrapping ErrGuestStopped if the domain has
@@ -365,7 +373,7 @@ func (r *receiver) readPages(ctx context.Context, c *conn, stop <-chan struct{})
 			// what is neither here, staged nor asked for will never come.
 			if n, first := r.in.unsent(); n > 0 {
 				err := fmt.Errorf("source finished pushing with %d owed gfns never sent (first %#x): %w", n, uint64(first), wire.ErrMalformed)
-				r.links.main.w.Write(wire.TypeAbort, abortRecord(err)) // so that it does not reconnect
+				r.abortServing(err) // so that it does not reconnect
 				return err
 			}
 			return nil // the rest of the main channel is read by run

@@ -168,27 +168,28 @@ guest_ensure() { xl domid "$1" >/dev/null 2>&1 || guest_start "$@"; }
 # triple_faults: how many guest triple faults Xen has logged since boot.
 triple_faults() { xl dmesg | grep -c 'Triple fault'; }
 
-# xl_restored ID: domain ID was built by libxc's restore (xl migrate's
-# destination), recorded by mark_xl_restored.
-mark_xl_restored() { echo "$1" >>/run/lab-xl-restored; }
-xl_restored() { grep -qx "$1" /run/lab-xl-restored 2>/dev/null; }
+# restored ID: domain ID is a migration's destination (libxc's restore for
+# xl migrate, a xenmig shell for xenmig), recorded by mark_restored.
+mark_restored() { echo "$1" >>/run/lab-restored; }
+restored() { grep -qx "$1" /run/lab-restored 2>/dev/null; }
 
 # guest_ready NAME SECS: the guest to move, in a known state: it runs (a
 # crashed or shut-down one is destroyed and started again), it was built by
-# the domain builder (xl create, or a xenmig shell), not by libxc's restore,
-# and its heartbeat has gone on for SECS s since this call. A domain
-# restored by `xl migrate` has its memory mapped in 4 KiB pages, and in this
-# lab a guest under HAP log-dirty with such a p2m triple-faults within
-# seconds (QEMU's emulated nested paging; see README.md, "The triple fault"):
-# it is started afresh. Prints what it did; fails if the guest does not come up.
+# `xl create`, not restored by a migration, and its heartbeat has gone on for
+# SECS s since this call. In this lab a restored guest under HAP log-dirty
+# may triple-fault within seconds (QEMU's emulated nested paging; see
+# README.md, "The triple fault"): first seen only in domains xl migrate
+# restored, then once in a xenmig destination migrated again. So every move
+# starts from a fresh guest. Prints what it did; fails if the guest does not
+# come up.
 guest_ready() {
 	local name=$1 secs=$2 id st t
 	if id=$(xl domid "$name" 2>/dev/null); then
 		st=$(xl list "$name" | awk 'NR == 2 {print $5}')
 		case $st in
 		*c* | *s*) say "guest $name (dom $id) is $st: destroying it and starting it again"; xl destroy "$name" ;;
-		*) if xl_restored "$id"; then
-			say "guest $name (dom $id) was restored by xl migrate (4 KiB p2m): starting it afresh"
+		*) if restored "$id"; then
+			say "guest $name (dom $id) was restored by a migration: starting it afresh"
 			xl destroy "$name"
 		fi ;;
 		esac
@@ -263,6 +264,7 @@ xenmig_move() {
 	paged=$(xenmig list --json 2>/dev/null | tr '{' '\n' | grep "\"Name\":\"$name\"" | grep -o '"PagedPages":[0-9]*' | cut -d: -f2)
 	left=$(xl list | awk -v n="$name" '$1 == n "--incoming" || $1 == n "--migratedaway" {print $1}' | tr '\n' ' ')
 	got=$(grep '"received"' /lab/out/receiver.json | grep -o '"domid": *[0-9]*' | tr -dc 0-9)
+	[ -z "$got" ] || mark_restored "$got" # the next move starts from a fresh guest (guest_ready)
 	tf=$(($(triple_faults) - tf0))
 	err=$(grep -i -m1 -E 'error|fatal|panic' /lab/out/migrate.log /lab/out/receiver.log)
 	[ "$tf" = 0 ] || err="a guest triple-faulted during the move ($tf in xl dmesg): $err"

@@ -16,7 +16,7 @@ xl -v migrate -s "" $name "xl migrate-receive" >/lab/out/xl-migrate.out 2>&1
 rc=$?
 t1=$(now_ms)
 id1=$(xl domid $name 2>/dev/null)
-[ -n "$id1" ] && [ "$id1" != "$id0" ] && mark_xl_restored "$id1"
+[ -n "$id1" ] && [ "$id1" != "$id0" ] && mark_restored "$id1"
 vbdm=$(hb_field vbd)
 tail -n 5 /lab/out/xl-migrate.out
 alive=false

@@ -195,10 +195,15 @@ func (a *Agent) tick() {
 		return
 	}
 	a.refreshCeiling()
+	size, sizeErr := a.balloon.CurrentKiB()
 	in := Inputs{CommittedKiB: mi.CommittedKiB, CurrentKiB: cur, MaxKiB: a.ceiling, Squeeze: a.mode != modeNormal}
+	if sizeErr == nil {
+		in.UsedKiB = mi.UsedKiB(size)
+	}
 	d := Target(in, a.cfg.Params)
 	fields := logrus.Fields{
-		"committed_kb": in.CommittedKiB, "target_kb": cur, "max_kb": a.ceiling,
+		"committed_kb": in.CommittedKiB, "used_kb": in.UsedKiB, "available_kb": mi.MemAvailableKiB,
+		"target_kb": cur, "max_kb": a.ceiling,
 		"new_target_kb": d.TargetKiB, "squeeze": in.Squeeze, "reason": d.Reason,
 	}
 	if d.Change {
@@ -217,8 +222,8 @@ func (a *Agent) tick() {
 	a.report(KeyTarget, strconv.FormatUint(d.TargetKiB, 10))
 	a.report(KeyCommitted, strconv.FormatUint(mi.CommittedKiB, 10))
 	a.report(KeyMax, strconv.FormatUint(a.ceiling, 10))
-	if c, err := a.balloon.CurrentKiB(); err == nil {
-		a.report(KeyCurrent, strconv.FormatUint(c, 10))
+	if sizeErr == nil {
+		a.report(KeyCurrent, strconv.FormatUint(size, 10))
 	}
 }
 

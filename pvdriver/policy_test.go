@@ -51,6 +51,10 @@ func TestTarget(t *testing.T) {
 		{"squeeze grows when demand rises", Inputs{CommittedKiB: 500 * mib, CurrentKiB: 316 * mib, MaxKiB: 2048 * mib, Squeeze: true}, testParams, 516 * mib, true},
 		{"squeeze at goal", Inputs{CommittedKiB: 300 * mib, CurrentKiB: 316 * mib, MaxKiB: 2048 * mib, Squeeze: true}, testParams, 316 * mib, false},
 		{"squeeze capped at max", Inputs{CommittedKiB: 4000 * mib, CurrentKiB: 1024 * mib, MaxKiB: 2048 * mib, Squeeze: true}, testParams, 2048 * mib, true},
+		{"squeeze keeps the reserve available", Inputs{CommittedKiB: 100 * mib, UsedKiB: 400 * mib, CurrentKiB: 2048 * mib, MaxKiB: 2048 * mib, Squeeze: true}, testParams, 416 * mib, true},
+		{"squeeze counts committed when it is more", Inputs{CommittedKiB: 500 * mib, UsedKiB: 400 * mib, CurrentKiB: 2048 * mib, MaxKiB: 2048 * mib, Squeeze: true}, testParams, 516 * mib, true},
+		{"in use above committed grows", Inputs{CommittedKiB: 100 * mib, UsedKiB: 700 * mib, CurrentKiB: 720 * mib, MaxKiB: 2048 * mib}, testParams, 770 * mib, true},
+		{"in use shrinks with the reserve kept", Inputs{CommittedKiB: 100 * mib, UsedKiB: 300 * mib, CurrentKiB: 2048 * mib, MaxKiB: 2048 * mib}, noStep, 364 * mib, true},
 	} {
 		d := Target(tt.in, tt.p)
 		if d.TargetKiB != tt.want || d.Change != tt.change {
@@ -63,14 +67,15 @@ func TestTarget(t *testing.T) {
 }
 
 // TestTargetInvariants checks, over many random inputs, what must hold
-// whatever the numbers: never above the ceiling, never below the floor or
-// committed memory (each as far as the ceiling allows), Change exactly when
+// whatever the numbers: never above the ceiling, never below the floor,
+// committed memory or memory in use (each as far as the ceiling allows), Change exactly when
 // the target moves, and a squeeze never ends above normal operation.
 func TestTargetInvariants(t *testing.T) {
 	r := rand.New(rand.NewSource(1))
 	for i := 0; i < 100000; i++ {
 		in := Inputs{
 			CommittedKiB: uint64(r.Int63n(8192 * mib)),
+			UsedKiB:      uint64(r.Int63n(8192 * mib)),
 			CurrentKiB:   uint64(r.Int63n(8192 * mib)),
 			MaxKiB:       uint64(r.Int63n(8192 * mib)),
 			Squeeze:      r.Intn(2) == 0,
@@ -82,12 +87,12 @@ func TestTargetInvariants(t *testing.T) {
 		if in.MaxKiB > 0 && d.TargetKiB > in.MaxKiB {
 			t.Fatalf("Target(%+v) = %d, above max", in, d.TargetKiB)
 		}
-		low := max(testParams.FloorKiB, in.CommittedKiB)
+		low := max(testParams.FloorKiB, in.CommittedKiB, in.UsedKiB)
 		if in.MaxKiB > 0 {
 			low = min(low, in.MaxKiB)
 		}
 		if d.TargetKiB < low {
-			t.Fatalf("Target(%+v) = %d, below min(max(floor, committed), max) = %d", in, d.TargetKiB, low)
+			t.Fatalf("Target(%+v) = %d, below min(max(floor, committed, used), max) = %d", in, d.TargetKiB, low)
 		}
 		if d.Change != (d.TargetKiB != in.CurrentKiB) {
 			t.Fatalf("Target(%+v) = %d, Change %v", in, d.TargetKiB, d.Change)

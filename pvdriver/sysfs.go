@@ -97,6 +97,17 @@ type MemInfo struct {
 	CommittedKiB    uint64 // Committed_AS: memory promised to processes
 }
 
+// UsedKiB is the memory a guest holding currentKiB (the balloon driver's
+// current_kb) could not give back without swapping: currentKiB less
+// MemAvailable, which Inputs.UsedKiB takes. It is 0 (unknown) when the
+// kernel reports no MemAvailable.
+func (mi MemInfo) UsedKiB(currentKiB uint64) uint64 {
+	if mi.MemAvailableKiB == 0 || currentKiB <= mi.MemAvailableKiB {
+		return 0
+	}
+	return currentKiB - mi.MemAvailableKiB
+}
+
 // MemSource supplies MemInfo.
 type MemSource interface {
 	// MemInfo reads the guest's memory counters now.

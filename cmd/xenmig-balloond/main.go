@@ -1,7 +1,8 @@
 // Command xenmig-balloond is xenmig's in-guest dynamic self-ballooning
 // agent for Linux domUs. Every interval it sets the Xen balloon target to
-// what the guest needs (Committed_AS plus a reserve, with hysteresis and a
-// floor), reports in xenstore under data/xenmig/balloon, and squeezes the
+// what the guest needs (the larger of Committed_AS and the memory in use,
+// plus a reserve, with hysteresis and a floor), reports in xenstore under
+// data/xenmig/balloon, and squeezes the
 // guest to its smallest safe size when dom0 migrates it (control key
 // control/xenmig/migrate). See docs/BALLOON.md.
 //
@@ -172,10 +173,11 @@ func checkOnce(cfg Config, b pvdriver.Balloon, m pvdriver.MemSource, s pvdriver.
 	if ceiling == 0 {
 		ceiling = target
 	}
-	in := pvdriver.Inputs{CommittedKiB: mi.CommittedKiB, CurrentKiB: target, MaxKiB: ceiling}
+	in := pvdriver.Inputs{CommittedKiB: mi.CommittedKiB, UsedKiB: mi.UsedKiB(current), CurrentKiB: target, MaxKiB: ceiling}
 	d := pvdriver.Target(in, cfg.Policy)
 	fmt.Fprintf(stdout, "balloon:   target %d KiB, current %d KiB\n", target, current)
-	fmt.Fprintf(stdout, "meminfo:   MemTotal %d KiB, Committed_AS %d KiB\n", mi.MemTotalKiB, mi.CommittedKiB)
+	fmt.Fprintf(stdout, "meminfo:   MemTotal %d KiB, MemAvailable %d KiB, Committed_AS %d KiB, in use %d KiB\n",
+		mi.MemTotalKiB, mi.MemAvailableKiB, mi.CommittedKiB, in.UsedKiB)
 	fmt.Fprintf(stdout, "xenstore:  %s\n", xsState)
 	fmt.Fprintf(stdout, "ceiling:   %d KiB\n", ceiling)
 	fmt.Fprintf(stdout, "decision:  target %d KiB, change %v (%s)\n", d.TargetKiB, d.Change, d.Reason)

@@ -64,8 +64,11 @@ func (b guestBalloon) CurrentKiB() (uint64, error) {
 	return uint64(b.d.mem.populated.Load()) * hypervisor.PageSize / 1024, nil
 }
 
-// guestMeminfo is the guest's /proc/meminfo: what it holds and what its
-// workload has committed.
+// guestMeminfo is the guest's /proc/meminfo: what it holds, what is free,
+// and what its workload has committed. As on Linux, Committed_AS counts the
+// processes' memory only, not the kernel's (the static pages): a policy
+// that trusted it alone would squeeze the guest until nothing is free (the
+// Xen lab's lesson; see pvdriver.Target).
 type guestMeminfo struct{ d *domain }
 
 var _ pvdriver.MemSource = guestMeminfo{}
@@ -74,11 +77,12 @@ func (m guestMeminfo) MemInfo() (pvdriver.MemInfo, error) {
 	m.d.guestMu.Lock()
 	inUse := m.d.inUse
 	m.d.guestMu.Unlock()
+	kernel := min(uint64(len(m.d.lay.static)), inUse)
 	total := uint64(m.d.mem.populated.Load())
 	free := total - min(inUse, total)
 	const kib = hypervisor.PageSize / 1024
 	return pvdriver.MemInfo{MemTotalKiB: total * kib, MemFreeKiB: free * kib, MemAvailableKiB: free * kib,
-		CommittedKiB: inUse * kib}, nil
+		CommittedKiB: (inUse - kernel) * kib}, nil
 }
 
 // guestStore is xenstore as the guest sees it: paths relative to its home.

@@ -10,8 +10,9 @@ say() { echo "[$(date -u +%H:%M:%S.%3N)] $*"; }
 
 # guest_config NAME [MB] [EXTRA_CFG]: the lab guest's xl file at
 # /etc/xen/NAME.cfg (xenmig looks for it there): PVH, the Debian kernel, our
-# memory checker stamping 3/4 of what the guest's kernel leaves available, a
-# 16 MiB vbd backed by a file (through a loop device).
+# memory checker stamping 3/4 of what the guest's kernel leaves available
+# (or LAB_MEMCHECK_MB MiB), a 16 MiB vbd backed by a file (through a loop
+# device).
 guest_config() {
 	local name=$1 mb=${2:-128} extra=${3:-} loop
 	mkdir -p /etc/xen /lab/disks
@@ -28,7 +29,7 @@ maxmem = $mb
 vcpus = 1
 kernel = "/lab/guest/vmlinuz"
 ramdisk = "/lab/guest/initrd"
-extra = "console=hvc0 quiet memcheck.seed=${LAB_SEED:-24301}"
+extra = "console=hvc0 quiet memcheck.seed=${LAB_SEED:-24301}${LAB_MEMCHECK_MB:+ memcheck.mb=$LAB_MEMCHECK_MB}"
 disk = [ "format=raw,vdev=xvda,access=rw,script=/lab/bin/vbd-hotplug,target=$loop" ]
 on_crash = "preserve"
 $extra
@@ -175,21 +176,27 @@ restored() { grep -qx "$1" /run/lab-restored 2>/dev/null; }
 
 # guest_ready NAME SECS: the guest to move, in a known state: it runs (a
 # crashed or shut-down one is destroyed and started again), it was built by
-# `xl create`, not restored by a migration, and its heartbeat has gone on for
-# SECS s since this call. In this lab a restored guest under HAP log-dirty
+# `xl create` from the config guest_config writes now (a scenario's
+# LAB_MEMCHECK_MB included), not restored by a migration, and its heartbeat
+# has gone on for SECS s since this call. In this lab a restored guest under HAP log-dirty
 # may triple-fault within seconds (QEMU's emulated nested paging; see
 # README.md, "The triple fault"): first seen only in domains xl migrate
 # restored, then once in a xenmig destination migrated again. So every move
 # starts from a fresh guest. Prints what it did; fails if the guest does not
 # come up.
 guest_ready() {
-	local name=$1 secs=$2 id st t
+	local name=$1 secs=$2 id st t cfg
 	if id=$(xl domid "$name" 2>/dev/null); then
 		st=$(xl list "$name" | awk 'NR == 2 {print $5}')
+		cfg=$(cat "/etc/xen/$name.cfg" 2>/dev/null)
+		guest_config "$name"
 		case $st in
 		*c* | *s*) say "guest $name (dom $id) is $st: destroying it and starting it again"; xl destroy "$name" ;;
 		*) if restored "$id"; then
 			say "guest $name (dom $id) was restored by a migration: starting it afresh"
+			xl destroy "$name"
+		elif [ "$cfg" != "$(cat "/etc/xen/$name.cfg")" ]; then
+			say "guest $name (dom $id) runs another config: starting it afresh"
 			xl destroy "$name"
 		fi ;;
 		esac
@@ -232,7 +239,7 @@ jfield() { local v; v=$(grep -o "\"$1\": *[0-9.]*" "$2" | head -1 | cut -d: -f2 
 # in xl dmesg. The guest moved is one guest_ready found fit.
 xenmig_move() {
 	local mode=$1 addr=${2:-127.0.0.1:8002} hook=$3 name=hb j=/lab/out/migrate.json
-	local rpid hpid="" rc rrc t0 t1 id0 id1 got tf0 tf vbdm vbd1 vbd alive=false paged left err ok=false
+	local rpid hpid="" rc rrc t0 t1 id0 id1 got tf0 tf vbdm vbd1 vbd availm alive=false paged left err why ok=false
 	guest_ready $name 5 || { result mode="$mode" ok=false error="guest not ready"; return 1; }
 	domwatch_start
 	id0=$(xl domid $name)
@@ -252,7 +259,7 @@ xenmig_move() {
 	rc=$?
 	t1=$(now_ms)
 	[ -z "$hpid" ] || kill "$hpid" 2>/dev/null
-	vbdm=$(hb_field vbd)
+	vbdm=$(hb_field vbd) availm=$(hb_field avail_kb)
 	wait $rpid
 	rrc=$?
 	say "migrate rc=$rc receiver rc=$rrc: $(cat /lab/out/migrate.json)"
@@ -269,10 +276,21 @@ xenmig_move() {
 	err=$(grep -i -m1 -E 'error|fatal|panic' /lab/out/migrate.log /lab/out/receiver.log)
 	[ "$tf" = 0 ] || err="a guest triple-faulted during the move ($tf in xl dmesg): $err"
 	xl list
-	[ "$rc" = 0 ] && [ "$rrc" = 0 ] && [ $alive = true ] && [ "$(bad_pages)" = 0 ] && [ "$id1" != "$id0" ] &&
-		[ "$id1" = "$got" ] && [ "$tf" = 0 ] && [ "$vbd" = 4 ] && [ $((vbd1 - vbdm)) -ge 10 ] &&
-		[ "${paged:-x}" = 0 ] && [ -z "$left" ] && ok=true
-	[ -z "$MOVE_CHECK" ] || eval "$MOVE_CHECK" || { say "failed: $MOVE_CHECK"; ok=false; }
+	why=""
+	[ "$rc" = 0 ] || why="$why migrate exit $rc;"
+	[ "$rrc" = 0 ] || why="$why receiver exit $rrc;"
+	[ $alive = true ] || why="$why heartbeat stopped;"
+	[ "$(bad_pages)" = 0 ] || why="$why $(bad_pages) bad pages;"
+	[ "$id1" != "$id0" ] || why="$why still dom $id0;"
+	[ "$id1" = "$got" ] || why="$why live dom ${id1:-none} is not the received ${got:-none};"
+	[ "$tf" = 0 ] || why="$why $tf triple faults;"
+	[ "$vbd" = 4 ] || why="$why vbd frontend state $vbd;"
+	[ $((vbd1 - vbdm)) -ge 10 ] || why="$why vbd I/O $vbdm -> $vbd1;"
+	[ "${paged:-x}" = 0 ] || why="$why paged pages ${paged:-unknown};"
+	[ -z "$left" ] || why="$why left: $left;"
+	[ -z "$MOVE_CHECK" ] || eval "$MOVE_CHECK" || why="$why failed: $MOVE_CHECK;"
+	[ -n "$why" ] || ok=true
+	[ $ok = true ] || say "failed:$why"
 	result mode="$mode" ok=$ok exit_code=$rc receiver_exit_code=$rrc total_ms=$((t1 - t0)) \
 		downtime_ms="$(jfield downtime_ms $j)" preparation_ms="$(jfield preparation_ms $j)" \
 		network_faults="$(jfield network_faults $j)" fault_p50_us="$(jfield fault_p50_us $j)" \
@@ -283,6 +301,7 @@ xenmig_move() {
 		heartbeat_gap_ms="$(hb_gap "$t0" "$t1")" bad_pages="$(bad_pages)" guest_alive_after=$alive \
 		domid_before="$id0" domid_received="${got:-none}" domid_after="${id1:-none}" triple_faults="$tf" \
 		vbd_state="$vbd" vbd_io_at_move="$vbdm" vbd_io_after="$vbd1" paged_after="${paged:-null}" \
-		leftover="$left" xenmig:="$(cat $j)" error="$err"
+		guest_avail_kb_at_move="${availm:-null}" guest_avail_kb_after="$(hb_field avail_kb)" \
+		leftover="$left" xenmig:="$(cat $j)" error="${why:+failed:$why }$err"
 	[ $ok = true ]
 }

@@ -227,6 +227,10 @@ type BenchConfig struct {
 	Rate Rate `toml:"rate"`
 	// Delay is the one-way delay added to the link with netem ("0ms").
 	Delay Duration `toml:"delay"`
+	// MTU is the link's MTU in bytes (0: the kernel's, 1500). A migration
+	// network often runs jumbo frames (9000): TCP's headers then cost 0.7%
+	// of the link where they cost 4.6% at 1500.
+	MTU int `toml:"mtu"`
 	// Repetitions is how many times each case runs (3; 1 to 1000).
 	Repetitions int `toml:"repetitions"`
 	// Out is the directory for the CSV files and plots ("out/bench").
@@ -565,6 +569,9 @@ func (c Config) Validate() error {
 	oneOf(v, "sim.guest.workload", g.Workload, Workloads)
 
 	v.nonNegative("bench.delay", c.Bench.Delay)
+	if c.Bench.MTU != 0 {
+		v.between("bench.mtu", c.Bench.MTU, 68, 65535) // IPv4's minimum, a veth's maximum
+	}
 	v.between("bench.repetitions", c.Bench.Repetitions, 1, 1000)
 	if c.Bench.Out == "" {
 		v.errorf("bench.out", "must not be empty")

@@ -73,6 +73,7 @@ func TestDefault(t *testing.T) {
 		{"bench.rate", c.Bench.Rate.BitsPerSecond(), uint64(1e9)},
 		{"bench.delay", c.Bench.Delay.Duration(), time.Duration(0)},
 		{"bench.repetitions", c.Bench.Repetitions, 3},
+		{"bench.mtu", c.Bench.MTU, 0},
 		{"bench.out", c.Bench.Out, "out/bench"},
 	} {
 		if tt.got != tt.want {
@@ -187,6 +188,7 @@ func TestValidateErrors(t *testing.T) {
 		{func(c *Config) { c.Sim.Guest.Workload = "bittorrent" }, `xenmig.toml: sim.guest.workload: must be one of "idle", "stress", "kcompile", "web", "qsort", got "bittorrent"`},
 		{func(c *Config) { c.Bench.Delay = Duration(-time.Millisecond) }, `xenmig.toml: bench.delay: must not be negative, got -1ms`},
 		{func(c *Config) { c.Bench.Repetitions = 0 }, `xenmig.toml: bench.repetitions: must be between 1 and 1000, got 0`},
+		{func(c *Config) { c.Bench.MTU = 65536 }, `xenmig.toml: bench.mtu: must be between 68 and 65535, got 65536`},
 		{func(c *Config) { c.Bench.Out = "" }, `xenmig.toml: bench.out: must not be empty`},
 		// Several problems are all reported.
 		{func(c *Config) { c.Migration.Pivots, c.Bench.Repetitions = 0, 0 },

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -143,7 +144,7 @@ func (meth benchMethod) key() benchreport.Key {
 func newBenchCommand(a *app) *cobra.Command {
 	var quick, lineRate, asJSON bool
 	var rate, rates, delay, out string
-	var reps int
+	var reps, mtu int
 	var warmup, run time.Duration
 	var methods, workloads []string
 	cmd := &cobra.Command{
@@ -197,6 +198,12 @@ whose memory differs fails, and --json carries digest_match.`,
 			if reps > 0 {
 				b.Repetitions = reps
 			}
+			if cmd.Flags().Changed("mtu") {
+				if mtu < 68 || mtu > 65535 {
+					return withCode(exitUsage, fmt.Errorf("--mtu %d: want 68 to 65535", mtu))
+				}
+				b.MTU = mtu
+			}
 			if out != "" {
 				b.Out = out
 			}
@@ -229,9 +236,10 @@ whose memory differs fails, and --json carries digest_match.`,
 	cmd.Flags().BoolVar(&quick, "quick", false, "the reduced matrix (256 MiB, one repetition, post-copy vs pre-copy on write stress)")
 	cmd.Flags().BoolVar(&lineRate, "linerate", false, "the transfer matrix: sequential writer and full idle guest, 256 MiB and 1 GiB, unshaped, 10 and 1 Gbit/s")
 	cmd.Flags().StringVar(&rates, "rates", "", `link rates to run the matrix on, e.g. "0,10gbit,1gbit" (0: unshaped) (default: --rate)`)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per cell (the migration JSON's keys, averaged, plus rate_bps and floor_ms)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per cell (the migration JSON's keys, averaged, plus rate_bps, mtu and floor_ms)")
 	cmd.Flags().StringVar(&rate, "rate", "", `link rate, e.g. "1gbit"; "0" for an unshaped link (default: bench.rate)`)
 	cmd.Flags().StringVar(&delay, "delay", "", `added one-way delay, e.g. "1ms" (default: bench.delay)`)
+	cmd.Flags().IntVar(&mtu, "mtu", 0, "the link's MTU in bytes, e.g. 9000 for jumbo frames (default: bench.mtu, else 1500)")
 	cmd.Flags().IntVar(&reps, "reps", 0, "repetitions per cell (default: bench.repetitions)")
 	cmd.Flags().StringVar(&out, "out", "", "directory for results.csv and the charts (default: bench.out)")
 	cmd.Flags().DurationVar(&warmup, "warmup", 2*time.Second, "how long each guest runs before its migration")
@@ -255,7 +263,7 @@ func (a *app) bench(ctx context.Context, b conf.BenchConfig, m benchMatrix, warm
 	total := len(m.rates) * len(m.methods) * len(m.workloads) * len(m.sizes) * m.reps
 	n := 0
 	for _, rate := range m.rates {
-		err := a.benchLink(ctx, self, rate, b.Delay.Duration(), func(lab *netlab.Lab, dest string) error {
+		err := a.benchLink(ctx, self, rate, b.Delay.Duration(), b.MTU, func(lab *netlab.Lab, dest string) error {
 			for _, size := range m.sizes {
 				for _, w := range m.workloads {
 					for _, meth := range m.methods {
@@ -294,6 +302,7 @@ func (a *app) bench(ctx context.Context, b conf.BenchConfig, m benchMatrix, warm
 						cells = append(cells, cell)
 						obj := cellObject(cell, results)
 						obj["sim_costs"] = a.cfg.Sim.Costs
+						obj["mtu"] = cmp.Or(b.MTU, 1500)
 						objs = append(objs, obj)
 					}
 				}
@@ -336,11 +345,11 @@ var simCostsHuman = map[string]string{
 
 // benchLink builds the lab for one link rate (0: unshaped), starts the
 // destination host in it, and runs f; everything is removed afterwards.
-func (a *app) benchLink(ctx context.Context, self string, rate uint64, delay time.Duration, f func(lab *netlab.Lab, dest string) error) error {
+func (a *app) benchLink(ctx context.Context, self string, rate uint64, delay time.Duration, mtu int, f func(lab *netlab.Lab, dest string) error) error {
 	if _, err := netlab.RemoveStale(ctx, netlab.DefaultPrefix); err != nil {
 		a.log.WithError(err).Warn("could not remove namespaces left by an earlier run")
 	}
-	lab, err := netlab.New(ctx, netlab.WithRate(rate), netlab.WithDelay(delay))
+	lab, err := netlab.New(ctx, netlab.WithRate(rate), netlab.WithDelay(delay), netlab.WithMTU(mtu))
 	if err != nil {
 		if errors.Is(err, netlab.ErrPermission) {
 			return withCode(exitUnsupported, fmt.Errorf("%w\n(xenmig bench creates network namespaces, a veth pair and qdiscs: run it as root)", err))
@@ -348,7 +357,7 @@ func (a *app) benchLink(ctx context.Context, self string, rate uint64, delay tim
 		return withCode(exitUnsupported, err)
 	}
 	defer lab.Close()
-	a.log.WithFields(map[string]any{"rate_bps": rate, "delay": delay,
+	a.log.WithFields(map[string]any{"rate_bps": rate, "delay": delay, "mtu": mtu,
 		"a": lab.Addr(netlab.A), "b": lab.Addr(netlab.B)}).Info("link ready")
 
 	dest := lab.Addr(netlab.B) + ":8002"

@@ -87,6 +87,7 @@ type Option func(*config)
 type config struct {
 	rate   uint64
 	delay  time.Duration
+	mtu    int
 	prefix string
 }
 
@@ -102,6 +103,13 @@ func WithDelay(d time.Duration) Option {
 	return func(c *config) { c.delay = d }
 }
 
+// WithMTU sets both ends' MTU to bytes (68 to 65535); 0 keeps the
+// kernel's default (1500). tbf counts each frame's headers against the rate,
+// so the MTU decides how much of the link TCP's payload gets.
+func WithMTU(bytes int) Option {
+	return func(c *config) { c.mtu = bytes }
+}
+
 // WithPrefix replaces DefaultPrefix in the namespaces' names.
 func WithPrefix(prefix string) Option {
 	return func(c *config) { c.prefix = prefix }
@@ -112,6 +120,7 @@ type Lab struct {
 	ns    [2]string
 	rate  uint64
 	delay time.Duration
+	mtu   int
 
 	stop      func() bool // unregisters the teardown on ctx cancellation
 	closeOnce sync.Once
@@ -125,10 +134,13 @@ func New(ctx context.Context, opts ...Option) (*Lab, error) {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if cfg.mtu != 0 && (cfg.mtu < 68 || cfg.mtu > 65535) {
+		return nil, fmt.Errorf("netlab: MTU %d: want 68 to 65535", cfg.mtu)
+	}
 	if err := preflight(); err != nil {
 		return nil, err
 	}
-	l := &Lab{rate: cfg.rate, delay: cfg.delay}
+	l := &Lab{rate: cfg.rate, delay: cfg.delay, mtu: cfg.mtu}
 	if err := l.addNamespaces(cfg.prefix); err != nil {
 		return nil, err
 	}
@@ -213,7 +225,7 @@ func (l *Lab) setup() error {
 		return fmt.Errorf("netlab: open network namespace %s: %w", l.ns[B], err)
 	}
 	defer nsB.Close()
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: vethA}, PeerName: vethB, PeerNamespace: netlink.NsFd(nsB)}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: vethA, MTU: l.mtu}, PeerName: vethB, PeerNamespace: netlink.NsFd(nsB)}
 	if err := hs[A].LinkAdd(veth); err != nil {
 		return fmt.Errorf("netlab: add veth pair %s/%s: %w", vethA, vethB, err)
 	}

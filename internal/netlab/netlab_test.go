@@ -274,7 +274,7 @@ func TestShaping(t *testing.T) {
 func TestLab(t *testing.T) {
 	needLab(t)
 	ctx := context.Background()
-	l := newLab(t, ctx, WithRate(200e6))
+	l := newLab(t, ctx, WithRate(200e6), WithMTU(9000))
 	for _, side := range []Side{A, B} {
 		if !slices.Contains(namespaces(t), l.Namespace(side)) {
 			t.Fatalf("namespace %s not in ip netns list %q", l.Namespace(side), namespaces(t))
@@ -302,7 +302,7 @@ func TestLab(t *testing.T) {
 			t.Errorf("route to 1.1.1.1 in %s = %v, want none", l.Namespace(side), routes)
 		}
 	}
-	// The link is shaped as asked, at both ends.
+	// The link is shaped as asked, with the MTU asked, at both ends.
 	for _, side := range []Side{A, B} {
 		h, err := l.handle(side)
 		if err != nil {
@@ -312,6 +312,9 @@ func TestLab(t *testing.T) {
 		link, err := h.LinkByName(dev)
 		if err != nil {
 			t.Fatalf("%s in %s: %v", dev, l.Namespace(side), err)
+		}
+		if got := link.Attrs().MTU; got != 9000 {
+			t.Errorf("MTU of %s in %s = %d, want 9000", dev, l.Namespace(side), got)
 		}
 		qs, err := h.QdiscList(link)
 		h.Close()
@@ -333,6 +336,15 @@ func TestLab(t *testing.T) {
 	}
 	if err := l.Close(); err != nil {
 		t.Errorf("second Close = %v, want nil", err)
+	}
+}
+
+func TestBadMTU(t *testing.T) {
+	for _, mtu := range []int{-1, 67, 65536} {
+		if l, err := New(context.Background(), WithMTU(mtu)); err == nil {
+			l.Close()
+			t.Errorf("New(WithMTU(%d)) = nil error, want one", mtu)
+		}
 	}
 }
 

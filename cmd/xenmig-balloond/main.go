@@ -2,9 +2,9 @@
 // agent for Linux domUs. Every interval it sets the Xen balloon target to
 // what the guest needs (the larger of Committed_AS and the memory in use,
 // plus a reserve, with hysteresis and a floor), reports in xenstore under
-// data/xenmig/balloon, and squeezes the
-// guest to its smallest safe size when dom0 migrates it (control key
-// control/xenmig/migrate). See docs/BALLOON.md.
+// data/xenmig/balloon, and squeezes the guest to its smallest safe size
+// when dom0 migrates it (control key control/xenmig/migrate). See
+// docs/BALLOON.md.
 //
 // Usage:
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -81,6 +82,20 @@ func (in *installer) stage(p wire.Pages) error {
 	return nil
 }
 
+// stagePages keeps pages until the switchover, as stage does: the early
+// pages a post-copy destination held (see preparer). The installer owns
+// pages from then on. It runs in the downtime: a map of a few hundred
+// thousand entries is taken, not copied.
+func (in *installer) stagePages(pages map[hypervisor.GFN][]byte) {
+	in.stagedMu.Lock()
+	defer in.stagedMu.Unlock()
+	if len(in.staged) == 0 {
+		in.staged = pages
+		return
+	}
+	maps.Copy(in.staged, pages)
+}
+
 // forget drops staged copies made stale by later writes.
 func (in *installer) forget(gfns []hypervisor.GFN) {
 	in.stagedMu.Lock()
@@ -98,6 +113,10 @@ func (in *installer) takeStaged(g hypervisor.GFN) []byte {
 	delete(in.staged, g)
 	return p
 }
+
+// drainYield is how long drainStaged steps aside for each install while a
+// vCPU waits on a page from the source.
+const drainYield = 100 * time.Microsecond
 
 // drainStaged installs every staged page nobody has faulted on yet.
 func (in *installer) drainStaged(ctx context.Context, stop <-chan struct{}) error {
@@ -120,9 +139,15 @@ func (in *installer) drainStaged(ctx context.Context, stop <-chan struct{}) erro
 		if mine {
 			in.requested.Set(g)
 		}
+		faults := len(in.waiting)
 		in.mu.Unlock()
 		if !mine {
 			continue // a fault claimed it first and installs the staged copy
+		}
+		if faults > 0 {
+			// A vCPU waits on a page from the source: its install
+			// shares Xen's p2m lock with ours, so ours wait.
+			time.Sleep(drainYield)
 		}
 		if p := in.takeStaged(g); p != nil {
 			if err := in.install(g, p); err != nil {

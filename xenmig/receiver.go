@@ -87,9 +87,11 @@ type receiver struct {
 	prepMS   float64   // how long the preparation took
 
 	// Post-copy: the preparation runs while the source sends pages early
-	// (prep); early are the gfns so installed and still current.
-	prep  *preparer
-	early *hypervisor.Bitmap
+	// (prep); early are the gfns so installed and still current; earlyLate
+	// counts those staged instead, having come after their gfn was paged out.
+	prep      *preparer
+	early     *hypervisor.Bitmap
+	earlyLate uint64
 
 	pushDone atomic.Int32 // streams whose push-done came, this round
 }
@@ -369,14 +371,15 @@ func (r *receiver) newInstaller(populated *hypervisor.Bitmap) {
 
 // installEarly settles the pages sent while this side prepared: those
 // written again since (stale) are paged out again with what never came,
-// and the installer owes the rest.
+// the late ones are staged, and the installer owes the rest.
 func (r *receiver) installEarly(stale []hypervisor.GFN) error {
-	kept, busy, err := r.prep.finish(r.cfg.Populated, stale)
+	kept, late, busy, err := r.prep.finish(r.cfg.Populated, stale)
 	if err != nil {
 		return err
 	}
-	r.early = kept
+	r.early, r.earlyLate = kept, uint64(len(late))
 	r.newInstaller(r.cfg.Populated)
+	r.in.stagePages(late)
 	// The source sends these with the other unpageable ones, in the
 	// downtime.
 	if err := r.links.main.w.Write(wire.TypeDirect, wire.MarshalGFNs(busy)); err != nil {

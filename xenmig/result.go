@@ -23,9 +23,12 @@ type Result struct {
 	PrecopyRounds int     `json:"precopy_rounds"`
 	// EarlyPages were sent in post-copy while the destination prepared,
 	// installed there instead of paged out; EarlyStale of them were written
-	// again before the switchover and owed once more.
+	// again before the switchover and owed once more; EarlyLate came after
+	// the destination had paged their gfn out, and it installed them after
+	// the switchover (its report).
 	EarlyPages uint64 `json:"early_pages,omitempty"`
 	EarlyStale uint64 `json:"early_stale,omitempty"`
+	EarlyLate  uint64 `json:"early_late,omitempty"`
 	// ResumePages were sent in the downtime and installed before the guest
 	// resumed: the pages its suspend wrote, among them those it registers
 	// with Xen again as it resumes (DomainInfo.PagedResumeFails).
@@ -70,6 +73,7 @@ type Result struct {
 type receiverReport struct {
 	PreparationMS float64   `json:"preparation_ms"`
 	ResumeMS      float64   `json:"resume_ms"`
+	EarlyLate     uint64    `json:"early_late,omitempty"`
 	NetworkFaults uint64    `json:"network_faults"`
 	LocalFaults   uint64    `json:"local_faults"`
 	ForeignFaults uint64    `json:"foreign_faults"`
@@ -119,7 +123,7 @@ func (r *Result) WriteTable(w io.Writer) error {
 		row("resume set", "%d pages, in the downtime", r.ResumePages)
 	}
 	if r.EarlyPages > 0 {
-		row("sent while preparing", "%d pages (%d written again)", r.EarlyPages, r.EarlyStale)
+		row("sent while preparing", "%d pages (%d written again, %d installed after the switchover)", r.EarlyPages, r.EarlyStale, r.EarlyLate)
 	}
 	if r.PrecopyRounds > 0 {
 		row("pre-copy rounds", "%d", r.PrecopyRounds)

@@ -534,7 +534,7 @@ func (s *sender) fill(res *Result, rep receiverReport) {
 	res.BytesSent = s.counter.bytes.Load()
 	res.ZeroPagesSkipped = s.counter.zero.Load()
 	res.PagesOwned = s.owned.Load()
-	res.ResumeMS = rep.ResumeMS
+	res.ResumeMS, res.EarlyLate = rep.ResumeMS, rep.EarlyLate
 	res.NetworkFaults, res.LocalFaults, res.ForeignFaults = rep.NetworkFaults, rep.LocalFaults, rep.ForeignFaults
 	res.FaultP50US, res.FaultP99US = rep.FaultP50US, rep.FaultP99US
 	res.VCPUBlockedMS = rep.VCPUBlockedMS

@@ -62,6 +62,7 @@ func (r *receiver) switchover(ctx context.Context, mode Mode, prepMS float64) (*
 		}
 		r.l.remember(r.session, wire.SessionComplete)
 		rep.NetworkFaults, rep.LocalFaults = r.in.networkFaults.Load(), r.in.localFaults.Load()
+		rep.EarlyLate = r.earlyLate
 		rep.ForeignFaults = r.in.foreignFaults.Load()
 		lat := r.in.latencies()
 		rep.FaultP50US, rep.FaultP99US = percentile(lat, 50), percentile(lat, 99)

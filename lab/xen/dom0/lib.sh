@@ -238,29 +238,33 @@ jfield() { local v; v=$(grep -o "\"$1\": *[0-9.]*" "$2" | head -1 | cut -d: -f2 
 # leftover domain (NAME--incoming, NAME--migratedaway) and no triple fault
 # in xl dmesg. The guest moved is one guest_ready found fit.
 #
-# One retry, for the lab's own fault: this lab's emulated SVM now and then
+# Retries, for the lab's own fault: this lab's emulated SVM now and then
 # triple-faults a guest nothing touches (seen in guests booting, with no
 # migration running; README, "The triple fault"). If the source guest, and
 # no other domain, triple-faulted and xenmig rolled back cleanly (both
-# sides exit 3, nothing left), the move is tried once more on a fresh guest;
-# the result says so (lab_retry) and the first attempt's result is kept in
-# /lab/out/attempts.jsonl. A destination that dies fails the scenario.
+# sides exit 3, nothing left), the move is tried again on a fresh guest, up
+# to LAB_MOVE_TRIES attempts in all (3); the result says so (lab_retry) and
+# each failed attempt's result is kept in /lab/out/attempts.jsonl. A
+# destination that dies fails the scenario.
 xenmig_move() {
-	local results=$RESULTS first=/lab/out/attempt.jsonl died rc
-	rm -f /lab/out/source-died
-	RESULTS=$first LAB_RETRY=""
-	: >"$first"
-	xenmig_move_once "$@"
-	rc=$? RESULTS=$results
-	died=$(cat /lab/out/source-died 2>/dev/null)
-	if [ $rc = 0 ] || [ -z "$died" ]; then
-		cat "$first" >>"$RESULTS"
-		return $rc
-	fi
-	cat "$first" >>/lab/out/attempts.jsonl
-	say "$died: a lab emulation fault, not xenmig's (README, \"The triple fault\"); moving a fresh guest once more"
-	LAB_RETRY=$died
-	xenmig_move_once "$@"
+	local results=$RESULTS first=/lab/out/attempt.jsonl died rc n=1
+	LAB_RETRY=""
+	while :; do
+		rm -f /lab/out/source-died
+		RESULTS=$first
+		: >"$first"
+		xenmig_move_once "$@"
+		rc=$? RESULTS=$results
+		died=$(cat /lab/out/source-died 2>/dev/null)
+		if [ $rc = 0 ] || [ -z "$died" ] || [ $n -ge "${LAB_MOVE_TRIES:-3}" ]; then
+			cat "$first" >>"$RESULTS"
+			return $rc
+		fi
+		cat "$first" >>/lab/out/attempts.jsonl
+		say "attempt $n: $died: a lab emulation fault, not xenmig's (README, \"The triple fault\"); moving a fresh guest again"
+		LAB_RETRY="${LAB_RETRY:+$LAB_RETRY; }attempt $n: $died"
+		n=$((n + 1))
+	done
 }
 
 # xenmig_move_once MODE [ADDR [HOOK]]: one attempt of xenmig_move. If the

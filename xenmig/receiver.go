@@ -676,16 +676,27 @@ func (r *receiver) earlyPages(body []byte) error {
 
 // readUntilSync takes c's pages until its sync record.
 func (r *receiver) readUntilSync(c *conn) error {
+	start := time.Now()
+	var reading, installing time.Duration
+	records := 0
 	for {
+		t := time.Now()
 		typ, body, err := c.r.Read()
+		reading += time.Since(t)
 		if err != nil {
 			return fmt.Errorf("bulk stream %d lost before the switchover: %w", c.stream, err)
 		}
 		switch typ {
 		case wire.TypeSync:
+			r.log.WithFields(logrus.Fields{"stream": c.stream, "records": records, "ms": ms(time.Since(start)),
+				"read_ms": ms(reading), "install_ms": ms(installing)}).Debug("bulk stream synced")
 			return nil
 		case wire.TypePages:
-			if err := r.earlyPages(body); err != nil {
+			t = time.Now()
+			err := r.earlyPages(body)
+			installing += time.Since(t)
+			records++
+			if err != nil {
 				return fmt.Errorf("bulk stream %d: %w", c.stream, err)
 			}
 		default:

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/xenmig/xenmig/hypervisor"
@@ -162,13 +163,21 @@ func (s *sender) earlyShare(ctx context.Context, c *conn, i, streams int, stop <
 	// of the layout and the vCPU state, in the downtime: queue little.
 	queue := newSendQueue(c.tcp)
 	batch := make([]hypervisor.GFN, 0, s.plan.BatchPages)
+	start, pages := time.Now(), 0
+	var peeking, sending time.Duration
+	defer func() {
+		s.log.WithFields(logrus.Fields{"stream": c.stream, "pages": pages, "ms": ms(time.Since(start)),
+			"peek_ms": ms(peeking), "send_ms": ms(sending)}).Debug("early pusher done")
+	}()
 	flush := func() error {
 		select {
 		case <-stop:
 			return errStopped
 		default:
 		}
+		t := time.Now()
 		hot, err := peek.get()
+		peeking += time.Since(t)
 		if err != nil {
 			return err
 		}
@@ -178,7 +187,10 @@ func (s *sender) earlyShare(ctx context.Context, c *conn, i, streams int, stop <
 		if len(batch) == 0 {
 			return nil
 		}
+		t = time.Now()
 		err = s.sendPages(ctx, c, sc, batch, 0, phasePrecopy)
+		sending += time.Since(t)
+		pages += len(batch)
 		batch = batch[:0]
 		queue.sent(sc.wrote)
 		return err

@@ -114,10 +114,6 @@ func (in *installer) takeStaged(g hypervisor.GFN) []byte {
 	return p
 }
 
-// drainYield is how long drainStaged steps aside for each install while a
-// vCPU waits on a page from the source.
-const drainYield = 100 * time.Microsecond
-
 // drainStaged installs every staged page nobody has faulted on yet.
 func (in *installer) drainStaged(ctx context.Context, stop <-chan struct{}) error {
 	in.stagedMu.Lock()
@@ -139,15 +135,9 @@ func (in *installer) drainStaged(ctx context.Context, stop <-chan struct{}) erro
 		if mine {
 			in.requested.Set(g)
 		}
-		faults := len(in.waiting)
 		in.mu.Unlock()
 		if !mine {
 			continue // a fault claimed it first and installs the staged copy
-		}
-		if faults > 0 {
-			// A vCPU waits on a page from the source: its install
-			// shares Xen's p2m lock with ours, so ours wait.
-			time.Sleep(drainYield)
 		}
 		if p := in.takeStaged(g); p != nil {
 			if err := in.install(g, p); err != nil {

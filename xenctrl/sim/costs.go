@@ -35,10 +35,10 @@ func (c Cost) of(n int) time.Duration { return c.Call + time.Duration(n)*c.Page 
 //
 // A lane does not make a caller wait for every microsecond: it keeps the
 // time at which it will have served what it was given, and a caller
-// sleeps only once that time is more than a millisecond ahead of the
-// clock, and a caller late by a sleep's overshoot is counted as served on
-// time. A busy lane's throughput is exact; an isolated call cheaper than a
-// millisecond costs nothing. The ring's Notify latency is different: it
+// sleeps only once that time is more than laneSlack (200 µs) ahead of
+// the clock, and a caller late by a sleep's overshoot is counted as served
+// on time. A busy lane's throughput is exact; an isolated call cheaper
+// than 200 µs costs nothing. The ring's Notify latency is different: it
 // delays each request precisely (see WithNotifyLatency).
 type Costs struct {
 	// Read and Write are a foreign map of a batch of pages, the copy and
@@ -180,8 +180,12 @@ func ParseCosts(name string) (Costs, error) {
 }
 
 // laneSlack is how far ahead of the clock a lane may be before its caller
-// sleeps.
-const laneSlack = time.Millisecond
+// sleeps. It is also what another caller may find queued in front of it:
+// on Xen a call holds the p2m lock for its own few µs, so a lane that let
+// one caller book a millisecond ahead (as it once did) made a demand
+// fault's load wait behind a background drain's millisecond of loads. 200
+// µs keeps the sleeps few and the queue short.
+const laneSlack = 200 * time.Microsecond
 
 // laneIdle is how long a lane may have been idle and still count a late
 // caller's lateness as served: a sleep overshoots, by more than a

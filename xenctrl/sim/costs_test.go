@@ -23,9 +23,9 @@ func TestLaneBook(t *testing.T) {
 	}{
 		{"idle lane, small cost: no sleep", at(-time.Second), at(0), at(0), 10 * time.Microsecond, 0, at(10 * time.Microsecond)},
 		{"idle lane, cost beyond the slack", at(-time.Second), at(0), at(0), 3 * ms, 3 * ms, at(3 * ms)},
-		{"the call's own work counts", at(-time.Second), at(0), at(2 * ms), 3 * ms, 0, at(3 * ms)},
+		{"the call's own work counts", at(-time.Second), at(0), at(2900 * time.Microsecond), 3 * ms, 0, at(3 * ms)},
 		{"queued behind booked work", at(5 * ms), at(0), at(0), ms, 6 * ms, at(6 * ms)},
-		{"debt under the slack: no sleep", at(500 * time.Microsecond), at(0), at(0), 400 * time.Microsecond, 0, at(900 * time.Microsecond)},
+		{"debt under the slack: no sleep", at(50 * time.Microsecond), at(0), at(0), 100 * time.Microsecond, 0, at(150 * time.Microsecond)},
 		{"a late caller is served from free", at(0), at(3 * ms), at(3 * ms), 5 * ms, 2 * ms, at(5 * ms)},
 		{"a lane idle longer starts afresh", at(0), at(20 * ms), at(20 * ms), 5 * ms, 5 * ms, at(25 * ms)},
 		{"zero cost books nothing", at(5 * ms), at(0), at(0), 0, 0, at(5 * ms)},

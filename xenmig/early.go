@@ -30,22 +30,23 @@ import (
 // loading late pages as they came slowed the early push to the evictor's
 // pace, and every page still in flight at the pause was loaded in the
 // downtime (294 ms of it for a 256 MiB guest, with a real host's costs).
-// Zero pages are held as a flag; other pages up to maxLate bytes, beyond
+// Zero pages are held as a bit; other pages up to maxLate bytes, beyond
 // which they are loaded at once.
 type preparer struct {
-	r       *receiver
-	out     *hypervisor.Bitmap // to page out or receive: populated, not special
-	taken   *claimSet          // by the evictor or an early page, whichever came first
-	evicted *claimSet          // the evictor is done with these
-	busy    *claimSet          // of those, the ones paging could not take (r.direct)
-	early   *claimSet          // written, loaded or held from an early page
-	lateMu  sync.Mutex
-	late    map[hypervisor.GFN][]byte // early pages held for after the switchover (zeroPage: a zero page)
-	lateMem int                       // bytes of the non-zero pages in late
-	cancel  context.CancelFunc
-	done    chan struct{} // the evictor finished and prepared was sent
-	err     error         // why the evictor failed; read after done
-	start   time.Time
+	r        *receiver
+	out      *hypervisor.Bitmap // to page out or receive: populated, not special
+	taken    *claimSet          // by the evictor or an early page, whichever came first
+	evicted  *claimSet          // the evictor is done with these
+	busy     *claimSet          // of those, the ones paging could not take (r.direct)
+	early    *claimSet          // written, loaded or held from an early page
+	lateZero *claimSet          // zero pages held for after the switchover
+	lateMu   sync.Mutex
+	late     map[hypervisor.GFN][]byte // other pages held for after the switchover
+	lateMem  int                       // bytes of the pages in late
+	cancel   context.CancelFunc
+	done     chan struct{} // the evictor finished and prepared was sent
+	err      error         // why the evictor failed; read after done
+	start    time.Time
 }
 
 // startPreparer pages out out in the background and sends prepared once
@@ -54,7 +55,7 @@ func (r *receiver) startPreparer(ctx context.Context, out *hypervisor.Bitmap, st
 	ctx, cancel := context.WithCancel(ctx)
 	n := out.Len()
 	p := &preparer{r: r, out: out, taken: newClaimSet(n), evicted: newClaimSet(n), busy: newClaimSet(n), early: newClaimSet(n),
-		late: map[hypervisor.GFN][]byte{}, cancel: cancel, done: make(chan struct{}), start: start}
+		lateZero: newClaimSet(n), late: map[hypervisor.GFN][]byte{}, cancel: cancel, done: make(chan struct{}), start: start}
 	go p.evict(ctx)
 	return p
 }
@@ -99,7 +100,7 @@ func (p *preparer) evict(ctx context.Context) {
 		return
 	}
 	p.lateMu.Lock()
-	late := len(p.late)
+	late := uint64(len(p.late)) + p.lateZero.count()
 	p.lateMu.Unlock()
 	p.r.log.WithFields(map[string]any{"ms": p.r.prepMS, "paged_out": p.evicted.count() - p.busy.count(),
 		"early": p.early.count(), "late": late, "busy": p.busy.count()}).Info("domain shell prepared")
@@ -178,57 +179,64 @@ func (p *preparer) install(b wire.Pages) error {
 // hold keeps a late page (its gfn paged out) for after the switchover, and
 // reports whether it did: not once late holds maxLate bytes of data.
 func (p *preparer) hold(g hypervisor.GFN, page []byte) bool {
-	zero := &page[0] == &zeroPage[0]
+	if &page[0] == &zeroPage[0] {
+		p.lateZero.claim(g)
+		return true
+	}
 	p.lateMu.Lock()
 	defer p.lateMu.Unlock()
-	if !zero {
-		if p.lateMem+len(page) > maxLate {
-			return false
-		}
-		p.lateMem += len(page)
-		page = slices.Clone(page) // the record's buffer is reused
+	if p.lateMem+len(page) > maxLate {
+		return false
 	}
-	p.late[g] = page
+	p.lateMem += len(page)
+	p.late[g] = slices.Clone(page) // the record's buffer is reused
 	return true
 }
 
 // finish pages out, at the pause, the early pages the guest wrote again
 // since (stale). It returns the gfns installed early and current; the late
-// pages held and current, which the installer owes and installs (stage);
-// and the stale gfns paging could not take (they join r.direct: the source
-// sends them in the downtime). A stale late page is dropped: its gfn is
-// paged out already, and the source sends it again.
-func (p *preparer) finish(populated *hypervisor.Bitmap, stale []hypervisor.GFN) (kept *hypervisor.Bitmap, late map[hypervisor.GFN][]byte, busy []hypervisor.GFN, err error) {
+// pages held and current (zero ones as a bitmap), which the installer owes
+// and installs (stagePages); and the stale gfns paging could not take
+// (they join r.direct: the source sends them in the downtime). A stale late
+// page is dropped: its gfn is paged out already, and the source sends it
+// again. The bulk streams have synced: no early page comes any more.
+func (p *preparer) finish(populated *hypervisor.Bitmap, stale []hypervisor.GFN) (kept *hypervisor.Bitmap, late map[hypervisor.GFN][]byte, lateZero *hypervisor.Bitmap, busy []hypervisor.GFN, err error) {
 	<-p.done
 	if p.err != nil {
-		return nil, nil, nil, p.err
+		return nil, nil, nil, nil, p.err
 	}
 	p.lateMu.Lock()
 	late, p.late = p.late, nil
 	p.lateMu.Unlock()
+	lateZero = p.lateZero.bitmap()
 	kept = p.early.bitmap()
 	kept.And(populated)
 	again := hypervisor.NewBitmap(populated.Len())
 	for _, g := range stale {
-		if _, ok := late[g]; ok {
+		if uint64(g) >= kept.Len() {
+			continue
+		}
+		if _, ok := late[g]; ok || lateZero.Test(g) {
 			delete(late, g)
+			lateZero.Clear(g)
 			kept.Clear(g)
-		} else if uint64(g) < kept.Len() && kept.Test(g) {
+		} else if kept.Test(g) {
 			kept.Clear(g)
 			again.Set(g)
 		}
 	}
+	kept.AndNot(lateZero) // owed: installed from what was held
 	for g := range late {
-		kept.Clear(g) // owed: installed from late
+		kept.Clear(g)
 	}
 	before := p.r.direct.Clone()
 	if err := p.r.pageOut(again); err != nil {
-		return nil, nil, nil, fmt.Errorf("page out at the pause: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("page out at the pause: %w", err)
 	}
 	now := p.r.direct.Clone()
 	now.AndNot(before)
-	p.r.log.WithFields(map[string]any{"paged_out": again.Count(), "busy": now.Count(), "late": len(late)}).Debug("paged out at the pause the early pages written again")
-	return kept, late, now.GFNs(), nil
+	p.r.log.WithFields(map[string]any{"paged_out": again.Count(), "busy": now.Count(), "late": uint64(len(late)) + lateZero.Count()}).Debug("paged out at the pause the early pages written again")
+	return kept, late, lateZero, now.GFNs(), nil
 }
 
 // errPreparationStopped: an early page came for a gfn the evictor took but

@@ -31,9 +31,11 @@ type installer struct {
 	count     uint64
 	done      chan struct{}
 
-	// Hybrid: pages received before the switchover, installed after it.
-	stagedMu sync.Mutex
-	staged   map[hypervisor.GFN][]byte
+	// Pages received before the switchover, installed after it: hybrid's
+	// pre-copy pages, post-copy's late early pages (see preparer).
+	stagedMu   sync.Mutex
+	staged     map[hypervisor.GFN][]byte
+	stagedZero *hypervisor.Bitmap // staged zero pages (post-copy's late early pages); nil if none
 
 	networkFaults, localFaults, foreignFaults atomic.Uint64
 
@@ -83,17 +85,20 @@ func (in *installer) stage(p wire.Pages) error {
 }
 
 // stagePages keeps pages until the switchover, as stage does: the early
-// pages a post-copy destination held (see preparer). The installer owns
-// pages from then on. It runs in the downtime: a map of a few hundred
-// thousand entries is taken, not copied.
-func (in *installer) stagePages(pages map[hypervisor.GFN][]byte) {
+// pages a post-copy destination held (see preparer), zero ones as a bitmap
+// of the guest's size. The installer owns both from then on: they are
+// taken in the downtime, not copied.
+func (in *installer) stagePages(pages map[hypervisor.GFN][]byte, zero *hypervisor.Bitmap) {
 	in.stagedMu.Lock()
 	defer in.stagedMu.Unlock()
 	if len(in.staged) == 0 {
 		in.staged = pages
-		return
+	} else {
+		maps.Copy(in.staged, pages)
 	}
-	maps.Copy(in.staged, pages)
+	if zero.Count() > 0 {
+		in.stagedZero = zero
+	}
 }
 
 // forget drops staged copies made stale by later writes.
@@ -102,6 +107,9 @@ func (in *installer) forget(gfns []hypervisor.GFN) {
 	defer in.stagedMu.Unlock()
 	for _, g := range gfns {
 		delete(in.staged, g)
+		if in.stagedZero != nil && uint64(g) < in.stagedZero.Len() {
+			in.stagedZero.Clear(g)
+		}
 	}
 }
 
@@ -109,9 +117,15 @@ func (in *installer) forget(gfns []hypervisor.GFN) {
 func (in *installer) takeStaged(g hypervisor.GFN) []byte {
 	in.stagedMu.Lock()
 	defer in.stagedMu.Unlock()
-	p := in.staged[g]
-	delete(in.staged, g)
-	return p
+	if p, ok := in.staged[g]; ok {
+		delete(in.staged, g)
+		return p
+	}
+	if in.stagedZero != nil && uint64(g) < in.stagedZero.Len() && in.stagedZero.Test(g) {
+		in.stagedZero.Clear(g)
+		return zeroPage[:]
+	}
+	return nil
 }
 
 // drainStaged installs every staged page nobody has faulted on yet.
@@ -120,6 +134,9 @@ func (in *installer) drainStaged(ctx context.Context, stop <-chan struct{}) erro
 	gfns := make([]hypervisor.GFN, 0, len(in.staged))
 	for g := range in.staged {
 		gfns = append(gfns, g)
+	}
+	if in.stagedZero != nil {
+		gfns = append(gfns, in.stagedZero.GFNs()...)
 	}
 	in.stagedMu.Unlock()
 	for _, g := range gfns {
@@ -326,6 +343,9 @@ func (in *installer) outstandingLocked() *hypervisor.Bitmap {
 	in.stagedMu.Lock()
 	for g := range in.staged {
 		m.Clear(g)
+	}
+	if in.stagedZero != nil && in.stagedZero.Len() == m.Len() {
+		m.AndNot(in.stagedZero)
 	}
 	in.stagedMu.Unlock()
 	return m

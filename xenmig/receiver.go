@@ -373,13 +373,13 @@ func (r *receiver) newInstaller(populated *hypervisor.Bitmap) {
 // written again since (stale) are paged out again with what never came,
 // the late ones are staged, and the installer owes the rest.
 func (r *receiver) installEarly(stale []hypervisor.GFN) error {
-	kept, late, busy, err := r.prep.finish(r.cfg.Populated, stale)
+	kept, late, lateZero, busy, err := r.prep.finish(r.cfg.Populated, stale)
 	if err != nil {
 		return err
 	}
-	r.early, r.earlyLate = kept, uint64(len(late))
+	r.early, r.earlyLate = kept, uint64(len(late))+lateZero.Count()
 	r.newInstaller(r.cfg.Populated)
-	r.in.stagePages(late)
+	r.in.stagePages(late, lateZero)
 	// The source sends these with the other unpageable ones, in the
 	// downtime.
 	if err := r.links.main.w.Write(wire.TypeDirect, wire.MarshalGFNs(busy)); err != nil {

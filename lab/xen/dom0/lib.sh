@@ -226,6 +226,54 @@ CFG
 # jfield KEY FILE: the number KEY holds in a JSON file (first match), or null.
 jfield() { local v; v=$(grep -o "\"$1\": *[0-9.]*" "$2" | head -1 | cut -d: -f2 | tr -d ' '); echo "${v:-null}"; }
 
+# lab_attempts FUNC [ARGS]: run a scenario's body FUNC, which writes one
+# result, up to LAB_MOVE_TRIES times in all (5): again, on a fresh guest,
+# when it failed because the lab's emulated SVM killed a guest (see
+# README, "The triple fault": it kills guests nothing touches, booting
+# ones too). That is: every domain that triple-faulted during the attempt
+# was the source or older (FUNC writes the source's domid, once it is
+# ready, with attempt_source; a destination always gets a higher domid),
+# and FUNC did not veto the retry (attempt_no_retry: xenmig must have rolled
+# back cleanly). The result says so (lab_retry); failed attempts' results
+# stay in /lab/out/attempts.jsonl.
+lab_attempts() {
+	# Names of their own: FUNC sees these (dash scopes dynamically).
+	local la_results=$RESULTS la_first=/lab/out/attempt.jsonl la_rc la_n=1 la_tf0 la_tf la_src la_died la_d la_lab
+	LAB_RETRY=""
+	while :; do
+		rm -f /lab/out/no-retry /lab/out/attempt-source
+		la_tf0=$(triple_faults)
+		RESULTS=$la_first
+		: >"$la_first"
+		"$@"
+		la_rc=$? RESULTS=$la_results
+		la_tf=$(($(triple_faults) - la_tf0)) la_src=$(cat /lab/out/attempt-source 2>/dev/null) la_died="" la_lab=false
+		if [ $la_rc != 0 ] && [ $la_tf -gt 0 ] && [ -n "$la_src" ] && [ ! -f /lab/out/no-retry ]; then
+			la_died=$(xl dmesg | grep 'Triple fault' | tail -n "$la_tf" | sed 's/.*(XEN) d\([0-9]*\)v[0-9]* Triple fault.*/\1/' | sort -un | tr '\n' ' ')
+			la_died=${la_died% }
+			la_lab=true
+			for la_d in $la_died; do
+				[ "$la_d" -le "$la_src" ] || la_lab=false
+			done
+		fi
+		if [ $la_lab = false ] || [ $la_n -ge "${LAB_MOVE_TRIES:-5}" ]; then
+			cat "$la_first" >>"$RESULTS"
+			[ ! -f /lab/out/no-retry ] || say "not retried: $(cat /lab/out/no-retry)"
+			return $la_rc
+		fi
+		cat "$la_first" >>/lab/out/attempts.jsonl
+		say "attempt $la_n: dom $la_died triple-faulted (the source is dom $la_src): a lab emulation fault, not the scenario's (README, \"The triple fault\"); trying again on a fresh guest"
+		LAB_RETRY="${LAB_RETRY:+$LAB_RETRY; }attempt $la_n: source dom $la_src, dom $la_died triple-faulted"
+		la_n=$((la_n + 1))
+	done
+}
+
+# attempt_source ID: the domid lab_attempts' current attempt moves.
+attempt_source() { echo "$1" >/lab/out/attempt-source; }
+
+# attempt_no_retry WHY: this attempt must not be retried.
+attempt_no_retry() { echo "$*" >/lab/out/no-retry; }
+
 # xenmig_move MODE [ADDR [HOOK]]: move the running guest hb with xenmig to
 # this host in MODE, with XENMIG_FLAGS added to the migrate command (the
 # receiver listens on 127.0.0.1:8002; the sender dials ADDR, by default the
@@ -237,45 +285,19 @@ jfield() { local v; v=$(grep -o "\"$1\": *[0-9.]*" "$2" | head -1 | cut -d: -f2 
 # live NAME is the domain the receiver reported; no paged-out page, no
 # leftover domain (NAME--incoming, NAME--migratedaway) and no triple fault
 # in xl dmesg. The guest moved is one guest_ready found fit.
-#
-# Retries, for the lab's own fault: this lab's emulated SVM now and then
-# triple-faults a guest nothing touches (seen in guests booting, with no
-# migration running; README, "The triple fault"). If the source guest, and
-# no other domain, triple-faulted and xenmig rolled back cleanly (both
-# sides exit 3, nothing left), the move is tried again on a fresh guest, up
-# to LAB_MOVE_TRIES attempts in all (3); the result says so (lab_retry) and
-# each failed attempt's result is kept in /lab/out/attempts.jsonl. A
-# destination that dies fails the scenario.
-xenmig_move() {
-	local results=$RESULTS first=/lab/out/attempt.jsonl died rc n=1
-	LAB_RETRY=""
-	while :; do
-		rm -f /lab/out/source-died
-		RESULTS=$first
-		: >"$first"
-		xenmig_move_once "$@"
-		rc=$? RESULTS=$results
-		died=$(cat /lab/out/source-died 2>/dev/null)
-		if [ $rc = 0 ] || [ -z "$died" ] || [ $n -ge "${LAB_MOVE_TRIES:-3}" ]; then
-			cat "$first" >>"$RESULTS"
-			return $rc
-		fi
-		cat "$first" >>/lab/out/attempts.jsonl
-		say "attempt $n: $died: a lab emulation fault, not xenmig's (README, \"The triple fault\"); moving a fresh guest again"
-		LAB_RETRY="${LAB_RETRY:+$LAB_RETRY; }attempt $n: $died"
-		n=$((n + 1))
-	done
-}
+# Attempts are retried by lab_attempts.
+xenmig_move() { lab_attempts xenmig_move_once "$@"; }
 
-# xenmig_move_once MODE [ADDR [HOOK]]: one attempt of xenmig_move. If the
-# source guest alone triple-faulted and xenmig rolled back cleanly, it says
-# so in /lab/out/source-died.
+# xenmig_move_once MODE [ADDR [HOOK]]: one attempt of xenmig_move. If a
+# guest triple-faulted but xenmig did not roll back cleanly (both sides exit
+# 3, nothing left), it vetoes a retry (/lab/out/no-retry).
 xenmig_move_once() {
 	local mode=$1 addr=${2:-127.0.0.1:8002} hook=$3 name=hb j=/lab/out/migrate.json
 	local rpid hpid="" rc rrc t0 t1 id0 id1 got tf0 tf tfdoms vbdm vbd1 vbd alive=false paged left err why ok=false
 	guest_ready $name 5 || { result mode="$mode" ok=false error="guest not ready"; return 1; }
 	domwatch_start
 	id0=$(xl domid $name)
+	attempt_source "$id0"
 	tf0=$(triple_faults)
 	timeout 600 xenmig receive --listen 127.0.0.1:8002 --insecure-plaintext --json >/lab/out/receiver.json 2>/lab/out/receiver.log &
 	rpid=$!
@@ -325,8 +347,8 @@ xenmig_move_once() {
 	[ -z "$MOVE_CHECK" ] || eval "$MOVE_CHECK" || why="$why failed: $MOVE_CHECK;"
 	[ -n "$why" ] || ok=true
 	[ $ok = true ] || say "failed:$why"
-	if [ $ok = false ] && [ "$tfdoms" = "$id0 " ] && [ "$rc" = 3 ] && [ "$rrc" = 3 ] && [ -z "$left" ]; then
-		echo "source dom $id0 triple-faulted before the switchover and xenmig rolled back" >/lab/out/source-died
+	if [ "$tf" != 0 ] && { [ "$rc" != 3 ] || [ "$rrc" != 3 ] || [ -n "$left" ]; }; then
+		attempt_no_retry "a guest triple-faulted, but xenmig did not roll back cleanly (exit $rc, receiver $rrc, left: ${left:-none})"
 	fi
 	result mode="$mode" ok=$ok exit_code=$rc receiver_exit_code=$rrc total_ms=$((t1 - t0)) \
 		downtime_ms="$(jfield downtime_ms $j)" preparation_ms="$(jfield preparation_ms $j)" \

@@ -230,18 +230,20 @@ jfield() { local v; v=$(grep -o "\"$1\": *[0-9.]*" "$2" | head -1 | cut -d: -f2 
 # result, up to LAB_MOVE_TRIES times in all (5): again, on a fresh guest,
 # when it failed because the lab's emulated SVM killed a guest (see
 # README, "The triple fault": it kills guests nothing touches, booting
-# ones too). That is: every domain that triple-faulted during the attempt
-# was the source or older (FUNC writes the source's domid, once it is
-# ready, with attempt_source; a destination always gets a higher domid),
-# and FUNC did not veto the retry (attempt_no_retry: xenmig must have rolled
-# back cleanly). The result says so (lab_retry); failed attempts' results
-# stay in /lab/out/attempts.jsonl.
+# ones too, and once a destination that had run for seconds). That is:
+# every domain that triple-faulted during the attempt was the source or
+# older (FUNC writes the source's domid, once it is ready, with
+# attempt_source; a destination always gets a higher domid), or one FUNC
+# found ran well before it died (ran_then_died), and FUNC did not veto the
+# retry (attempt_no_retry: xenmig must have rolled back cleanly). The
+# result says so (lab_retry); failed attempts' results stay in
+# /lab/out/attempts.jsonl.
 lab_attempts() {
 	# Names of their own: FUNC sees these (dash scopes dynamically).
 	local la_results=$RESULTS la_first=/lab/out/attempt.jsonl la_rc la_n=1 la_tf0 la_tf la_src la_died la_d la_lab
 	LAB_RETRY=""
 	while :; do
-		rm -f /lab/out/no-retry /lab/out/attempt-source
+		rm -f /lab/out/no-retry /lab/out/attempt-source /lab/out/attempt-ran
 		la_tf0=$(triple_faults)
 		RESULTS=$la_first
 		: >"$la_first"
@@ -253,7 +255,7 @@ lab_attempts() {
 			la_died=${la_died% }
 			la_lab=true
 			for la_d in $la_died; do
-				[ "$la_d" -le "$la_src" ] || la_lab=false
+				[ "$la_d" -le "$la_src" ] || grep -qx "$la_d" /lab/out/attempt-ran 2>/dev/null || la_lab=false
 			done
 		fi
 		if [ $la_lab = false ] || [ $la_n -ge "${LAB_MOVE_TRIES:-5}" ]; then
@@ -270,6 +272,18 @@ lab_attempts() {
 
 # attempt_source ID: the domid lab_attempts' current attempt moves.
 attempt_source() { echo "$1" >/lab/out/attempt-source; }
+
+# ran_then_died ID T: if domain ID triple-faulted during this attempt
+# after it had run well since T (ms): 5 heartbeats or more, and zero bad
+# pages, lab_attempts may count its death as the lab's. A move that broke
+# the guest shows at once, or as bad pages.
+ran_then_died() {
+	[ -n "$1" ] && xl dmesg | grep -q "(XEN) d$1v[0-9]* Triple fault" || return 0
+	if [ "$(hb_lines_after "$2" | wc -l)" -ge 5 ] && [ "$(bad_pages)" = 0 ]; then
+		echo "$1" >>/lab/out/attempt-ran
+		say "dom $1 ran $(hb_lines_after "$2" | wc -l) heartbeats after the move, 0 bad pages, then triple-faulted"
+	fi
+}
 
 # attempt_no_retry WHY: this attempt must not be retried.
 attempt_no_retry() { echo "$*" >/lab/out/no-retry; }
@@ -288,9 +302,10 @@ attempt_no_retry() { echo "$*" >/lab/out/no-retry; }
 # Attempts are retried by lab_attempts.
 xenmig_move() { lab_attempts xenmig_move_once "$@"; }
 
-# xenmig_move_once MODE [ADDR [HOOK]]: one attempt of xenmig_move. If a
-# guest triple-faulted but xenmig did not roll back cleanly (both sides exit
-# 3, nothing left), it vetoes a retry (/lab/out/no-retry).
+# xenmig_move_once MODE [ADDR [HOOK]]: one attempt of xenmig_move. If the
+# source triple-faulted but xenmig did not roll back cleanly (both sides
+# exit 3, nothing left), it vetoes a retry; a destination that died after
+# running well is reported to lab_attempts (ran_then_died).
 xenmig_move_once() {
 	local mode=$1 addr=${2:-127.0.0.1:8002} hook=$3 name=hb j=/lab/out/migrate.json
 	local rpid hpid="" rc rrc t0 t1 id0 id1 got tf0 tf tfdoms vbdm vbd1 vbd alive=false paged left err why ok=false
@@ -327,6 +342,7 @@ xenmig_move_once() {
 	left=$(xl list | awk -v n="$name" '$1 == n "--incoming" || $1 == n "--migratedaway" {print $1}' | tr '\n' ' ')
 	got=$(grep '"received"' /lab/out/receiver.json | grep -o '"domid": *[0-9]*' | tr -dc 0-9)
 	[ -z "$got" ] || mark_restored "$got" # the next move starts from a fresh guest (guest_ready)
+	[ "$(($(triple_faults) - tf0))" = 0 ] || ran_then_died "$got" "$t1"
 	tf=$(($(triple_faults) - tf0)) tfdoms=""
 	[ "$tf" = 0 ] || tfdoms=$(xl dmesg | grep 'Triple fault' | tail -n "$tf" | sed 's/.*(XEN) d\([0-9]*\)v[0-9]* Triple fault.*/\1/' | sort -u | tr '\n' ' ')
 	err=$(grep -i -m1 -E 'error|fatal|panic' /lab/out/migrate.log /lab/out/receiver.log)
@@ -347,9 +363,12 @@ xenmig_move_once() {
 	[ -z "$MOVE_CHECK" ] || eval "$MOVE_CHECK" || why="$why failed: $MOVE_CHECK;"
 	[ -n "$why" ] || ok=true
 	[ $ok = true ] || say "failed:$why"
-	if [ "$tf" != 0 ] && { [ "$rc" != 3 ] || [ "$rrc" != 3 ] || [ -n "$left" ]; }; then
-		attempt_no_retry "a guest triple-faulted, but xenmig did not roll back cleanly (exit $rc, receiver $rrc, left: ${left:-none})"
-	fi
+	case " $tfdoms" in
+	*" $id0 "*) # the source died: xenmig must have rolled back
+		if [ "$rc" != 3 ] || [ "$rrc" != 3 ] || [ -n "$left" ]; then
+			attempt_no_retry "the source triple-faulted, but xenmig did not roll back cleanly (exit $rc, receiver $rrc, left: ${left:-none})"
+		fi ;;
+	esac
 	result mode="$mode" ok=$ok exit_code=$rc receiver_exit_code=$rrc total_ms=$((t1 - t0)) \
 		downtime_ms="$(jfield downtime_ms $j)" preparation_ms="$(jfield preparation_ms $j)" \
 		network_faults="$(jfield network_faults $j)" fault_p50_us="$(jfield fault_p50_us $j)" \

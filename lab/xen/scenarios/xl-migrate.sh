@@ -29,6 +29,7 @@ xl_once() {
 	vbd1=$(hb_field vbd)
 	vbd=$(vbd_state $name)
 	tf=$(($(triple_faults) - tf0))
+	[ "$tf" = 0 ] || ran_then_died "$id1" "$t1"
 	xl list
 	ok=false
 	[ $rc = 0 ] && [ $alive = true ] && [ "$(bad_pages)" = 0 ] && [ "$id1" != "$id0" ] && [ "$(xl domid $name 2>/dev/null)" = "$id1" ] &&

@@ -35,7 +35,7 @@ type installer struct {
 	// pre-copy pages, post-copy's late early pages (see preparer).
 	stagedMu   sync.Mutex
 	staged     map[hypervisor.GFN][]byte
-	stagedZero *hypervisor.Bitmap // staged zero pages (post-copy's late early pages); nil if none
+	stagedZero *hypervisor.Bitmap // the staged pages that are zero: a bit each, not a map entry
 
 	networkFaults, localFaults, foreignFaults atomic.Uint64
 
@@ -50,7 +50,7 @@ type waiter struct {
 func newInstaller(p hypervisor.Pager, want *hypervisor.Bitmap) *installer {
 	in := &installer{pager: p, owed: want, total: want.Count(), installed: hypervisor.NewBitmap(want.Len()),
 		dropped: hypervisor.NewBitmap(want.Len()), requested: hypervisor.NewBitmap(want.Len()), waiting: map[hypervisor.GFN][]waiter{},
-		done: make(chan struct{}), staged: map[hypervisor.GFN][]byte{}}
+		done: make(chan struct{}), staged: map[hypervisor.GFN][]byte{}, stagedZero: hypervisor.NewBitmap(want.Len())}
 	if in.total == 0 {
 		close(in.done)
 	}
@@ -76,18 +76,21 @@ func (in *installer) stage(p wire.Pages) error {
 		if uint64(g) >= in.installed.Len() {
 			return fmt.Errorf("staged gfn %#x beyond the guest: %w", uint64(g), wire.ErrMalformed)
 		}
-		if page == nil {
-			page = zeroPage[:] // shared, only read
+		if page == nil { // this round's copy replaces an earlier one
+			delete(in.staged, g)
+			in.stagedZero.Set(g)
+			continue
 		}
 		in.staged[g] = page
+		in.stagedZero.Clear(g)
 	}
 	return nil
 }
 
 // stagePages keeps pages until the switchover, as stage does: the early
-// pages a post-copy destination held (see preparer), zero ones as a bitmap
-// of the guest's size. The installer owns both from then on: they are
-// taken in the downtime, not copied.
+// pages a post-copy destination held (see preparer), the zero ones as a
+// bitmap of the guest's size. The installer owns pages from then on: it runs
+// in the downtime, so the map is taken, not copied.
 func (in *installer) stagePages(pages map[hypervisor.GFN][]byte, zero *hypervisor.Bitmap) {
 	in.stagedMu.Lock()
 	defer in.stagedMu.Unlock()
@@ -96,9 +99,7 @@ func (in *installer) stagePages(pages map[hypervisor.GFN][]byte, zero *hyperviso
 	} else {
 		maps.Copy(in.staged, pages)
 	}
-	if zero.Count() > 0 {
-		in.stagedZero = zero
-	}
+	in.stagedZero.Or(zero)
 }
 
 // forget drops staged copies made stale by later writes.
@@ -107,7 +108,7 @@ func (in *installer) forget(gfns []hypervisor.GFN) {
 	defer in.stagedMu.Unlock()
 	for _, g := range gfns {
 		delete(in.staged, g)
-		if in.stagedZero != nil && uint64(g) < in.stagedZero.Len() {
+		if uint64(g) < in.stagedZero.Len() {
 			in.stagedZero.Clear(g)
 		}
 	}
@@ -121,7 +122,7 @@ func (in *installer) takeStaged(g hypervisor.GFN) []byte {
 		delete(in.staged, g)
 		return p
 	}
-	if in.stagedZero != nil && uint64(g) < in.stagedZero.Len() && in.stagedZero.Test(g) {
+	if in.stagedZero.Test(g) {
 		in.stagedZero.Clear(g)
 		return zeroPage[:]
 	}
@@ -135,9 +136,7 @@ func (in *installer) drainStaged(ctx context.Context, stop <-chan struct{}) erro
 	for g := range in.staged {
 		gfns = append(gfns, g)
 	}
-	if in.stagedZero != nil {
-		gfns = append(gfns, in.stagedZero.GFNs()...)
-	}
+	gfns = append(gfns, in.stagedZero.GFNs()...)
 	in.stagedMu.Unlock()
 	for _, g := range gfns {
 		select {
@@ -344,9 +343,7 @@ func (in *installer) outstandingLocked() *hypervisor.Bitmap {
 	for g := range in.staged {
 		m.Clear(g)
 	}
-	if in.stagedZero != nil && in.stagedZero.Len() == m.Len() {
-		m.AndNot(in.stagedZero)
-	}
+	m.AndNot(in.stagedZero)
 	in.stagedMu.Unlock()
 	return m
 }

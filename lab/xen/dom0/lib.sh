@@ -169,6 +169,12 @@ guest_ensure() { xl domid "$1" >/dev/null 2>&1 || guest_start "$@"; }
 # triple_faults: how many guest triple faults Xen has logged since boot.
 triple_faults() { xl dmesg | grep -c 'Triple fault'; }
 
+# triple_fault_doms N: the domids of the last N triple faults Xen logged,
+# ascending, each once, each followed by a space.
+triple_fault_doms() {
+	xl dmesg | grep 'Triple fault' | tail -n "$1" | sed 's/.*(XEN) d\([0-9]*\)v[0-9]* Triple fault.*/\1/' | sort -un | tr '\n' ' '
+}
+
 # restored ID: domain ID is a migration's destination (libxc's restore for
 # xl migrate, a xenmig shell for xenmig), recorded by mark_restored.
 mark_restored() { echo "$1" >>/run/lab-restored; }
@@ -178,12 +184,12 @@ restored() { grep -qx "$1" /run/lab-restored 2>/dev/null; }
 # crashed or shut-down one is destroyed and started again), it was built by
 # `xl create` from the config guest_config writes now (a scenario's
 # LAB_MEMCHECK_MB included), not restored by a migration, and its heartbeat
-# has gone on for SECS s since this call. In this lab a restored guest under HAP log-dirty
-# may triple-fault within seconds (QEMU's emulated nested paging; see
-# README.md, "The triple fault"): first seen only in domains xl migrate
-# restored, then once in a xenmig destination migrated again. So every move
-# starts from a fresh guest. Prints what it did; fails if the guest does not
-# come up.
+# has gone on for SECS s since this call. In this lab a restored guest
+# under HAP log-dirty may triple-fault within seconds (QEMU's emulated
+# nested paging; see README.md, "The triple fault"): first seen only in
+# domains xl migrate restored, then once in a xenmig destination migrated
+# again. So every move starts from a fresh guest. Prints what it did; fails
+# if the guest does not come up.
 guest_ready() {
 	local name=$1 secs=$2 id st t cfg
 	if id=$(xl domid "$name" 2>/dev/null); then
@@ -251,7 +257,7 @@ lab_attempts() {
 		la_rc=$? RESULTS=$la_results
 		la_tf=$(($(triple_faults) - la_tf0)) la_src=$(cat /lab/out/attempt-source 2>/dev/null) la_died="" la_lab=false
 		if [ $la_rc != 0 ] && [ $la_tf -gt 0 ] && [ -n "$la_src" ] && [ ! -f /lab/out/no-retry ]; then
-			la_died=$(xl dmesg | grep 'Triple fault' | tail -n "$la_tf" | sed 's/.*(XEN) d\([0-9]*\)v[0-9]* Triple fault.*/\1/' | sort -un | tr '\n' ' ')
+			la_died=$(triple_fault_doms "$la_tf")
 			la_died=${la_died% }
 			la_lab=true
 			for la_d in $la_died; do
@@ -278,10 +284,12 @@ attempt_source() { echo "$1" >/lab/out/attempt-source; }
 # pages, lab_attempts may count its death as the lab's. A move that broke
 # the guest shows at once, or as bad pages.
 ran_then_died() {
+	local n
 	[ -n "$1" ] && xl dmesg | grep -q "(XEN) d$1v[0-9]* Triple fault" || return 0
-	if [ "$(hb_lines_after "$2" | wc -l)" -ge 5 ] && [ "$(bad_pages)" = 0 ]; then
+	n=$(hb_lines_after "$2" | wc -l)
+	if [ "$n" -ge 5 ] && [ "$(bad_pages)" = 0 ]; then
 		echo "$1" >>/lab/out/attempt-ran
-		say "dom $1 ran $(hb_lines_after "$2" | wc -l) heartbeats after the move, 0 bad pages, then triple-faulted"
+		say "dom $1 ran $n heartbeats after the move, 0 bad pages, then triple-faulted"
 	fi
 }
 
@@ -342,9 +350,8 @@ xenmig_move_once() {
 	left=$(xl list | awk -v n="$name" '$1 == n "--incoming" || $1 == n "--migratedaway" {print $1}' | tr '\n' ' ')
 	got=$(grep '"received"' /lab/out/receiver.json | grep -o '"domid": *[0-9]*' | tr -dc 0-9)
 	[ -z "$got" ] || mark_restored "$got" # the next move starts from a fresh guest (guest_ready)
-	[ "$(($(triple_faults) - tf0))" = 0 ] || ran_then_died "$got" "$t1"
 	tf=$(($(triple_faults) - tf0)) tfdoms=""
-	[ "$tf" = 0 ] || tfdoms=$(xl dmesg | grep 'Triple fault' | tail -n "$tf" | sed 's/.*(XEN) d\([0-9]*\)v[0-9]* Triple fault.*/\1/' | sort -u | tr '\n' ' ')
+	[ "$tf" = 0 ] || { tfdoms=$(triple_fault_doms "$tf"); ran_then_died "$got" "$t1"; }
 	err=$(grep -i -m1 -E 'error|fatal|panic' /lab/out/migrate.log /lab/out/receiver.log)
 	[ "$tf" = 0 ] || err="a guest triple-faulted during the move ($tf in xl dmesg, domains $tfdoms): $err"
 	xl list

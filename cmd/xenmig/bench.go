@@ -199,8 +199,8 @@ whose memory differs fails, and --json carries digest_match.`,
 				b.Repetitions = reps
 			}
 			if cmd.Flags().Changed("mtu") {
-				if mtu < 68 || mtu > 65535 {
-					return withCode(exitUsage, fmt.Errorf("--mtu %d: want 68 to 65535", mtu))
+				if mtu < netlab.MinMTU || mtu > netlab.MaxMTU {
+					return withCode(exitUsage, fmt.Errorf("--mtu %d: want %d to %d", mtu, netlab.MinMTU, netlab.MaxMTU))
 				}
 				b.MTU = mtu
 			}

@@ -103,7 +103,13 @@ func WithDelay(d time.Duration) Option {
 	return func(c *config) { c.delay = d }
 }
 
-// WithMTU sets both ends' MTU to bytes (68 to 65535); 0 keeps the
+// The MTUs WithMTU takes: IPv4's minimum, a veth's maximum.
+const (
+	MinMTU = 68
+	MaxMTU = 65535
+)
+
+// WithMTU sets both ends' MTU to bytes (MinMTU to MaxMTU); 0 keeps the
 // kernel's default (1500). tbf counts each frame's headers against the rate,
 // so the MTU decides how much of the link TCP's payload gets.
 func WithMTU(bytes int) Option {
@@ -134,8 +140,8 @@ func New(ctx context.Context, opts ...Option) (*Lab, error) {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if cfg.mtu != 0 && (cfg.mtu < 68 || cfg.mtu > 65535) {
-		return nil, fmt.Errorf("netlab: MTU %d: want 68 to 65535", cfg.mtu)
+	if cfg.mtu != 0 && (cfg.mtu < MinMTU || cfg.mtu > MaxMTU) {
+		return nil, fmt.Errorf("netlab: MTU %d: want %d to %d", cfg.mtu, MinMTU, MaxMTU)
 	}
 	if err := preflight(); err != nil {
 		return nil, err

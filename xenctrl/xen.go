@@ -235,7 +235,8 @@ func (h *Host) Info(d hypervisor.DomID) (hypervisor.DomainInfo, error) {
 // (HVM_PARAM_STORE_PFN, HVM_PARAM_CONSOLE_PFN) and its CPU policy
 // (xc_cpu_policy_get_domain, serialised). A domain libxl has no record of
 // (not created by xl) falls back to its xl configuration file, found with the
-// WithConfigPaths patterns (default /etc/xen/<name>.cfg ...).
+// WithConfigPaths patterns (default /etc/xen/<name>.cfg ...). An HVM or PVH
+// domain without its ring pages is still being built: hypervisor.ErrBusy.
 func (h *Host) Config(d hypervisor.DomID) (hypervisor.DomainConfig, error) {
 	info, err := h.Info(d)
 	if err != nil {
@@ -252,6 +253,12 @@ func (h *Host) Config(d hypervisor.DomID) (hypervisor.DomainConfig, error) {
 	cfg := domainConfig(info, raw)
 	if cfg.SpecialPages, err = h.specialPages(d); err != nil {
 		return cfg, err
+	}
+	if info.HVM && len(cfg.SpecialPages) < 2 {
+		// libxl sets the ring pages while it builds the domain: one
+		// without them is being created, or restarted after a crash.
+		return cfg, fmt.Errorf("xenctrl: config of domain %d (%s): it has no xenstore or console ring yet: the toolstack is still building it; migrate it once it runs: %w",
+			d, info.Name, hypervisor.ErrBusy)
 	}
 	if cfg.CPUPolicy, err = h.cpuPolicyOf(d); err != nil {
 		return cfg, err

@@ -12,7 +12,9 @@ say() { echo "[$(date -u +%H:%M:%S.%3N)] $*"; }
 # /etc/xen/NAME.cfg (xenmig looks for it there): PVH, the Debian kernel, our
 # memory checker stamping 3/4 of what the guest's kernel leaves available
 # (or LAB_MEMCHECK_MB MiB), a 16 MiB vbd backed by a file (through a loop
-# device).
+# device). A triple fault is a reboot to Xen: on_reboot = "destroy" keeps xl
+# from starting the guest again under a new domid in the middle of a
+# scenario, where it would pass for someone else (README, "The triple fault").
 guest_config() {
 	local name=$1 mb=${2:-128} extra=${3:-} loop
 	mkdir -p /etc/xen /lab/disks
@@ -32,6 +34,7 @@ ramdisk = "/lab/guest/initrd"
 extra = "console=hvc0 quiet memcheck.seed=${LAB_SEED:-24301}${LAB_MEMCHECK_MB:+ memcheck.mb=$LAB_MEMCHECK_MB}"
 disk = [ "format=raw,vdev=xvda,access=rw,script=/lab/bin/vbd-hotplug,target=$loop" ]
 on_crash = "preserve"
+on_reboot = "destroy"
 $extra
 CFG
 }

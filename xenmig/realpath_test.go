@@ -80,12 +80,19 @@ func TestRefusedUpFront(t *testing.T) {
 	spec := guest("refused", sim.Idle, 2000)
 	for _, tc := range []struct {
 		name     string
-		src      func(*countingHost)
+		src      func(*testing.T, *countingHost)
 		dst      []sim.Option
 		want     error
 		connects bool // the sender gets as far as the destination
 	}{
-		{"HVM guest with a device model", func(h *countingHost) { h.deviceModel = true }, nil, hypervisor.ErrGuestUnsupported, false},
+		{"HVM guest with a device model", func(_ *testing.T, h *countingHost) { h.deviceModel = true }, nil, hypervisor.ErrGuestUnsupported, false},
+		{"an earlier migration's source copy holds the away name", func(t *testing.T, h *countingHost) {
+			away := spec
+			away.Name += xenmig.MigratedAwaySuffix
+			if _, err := h.CreateDomain(away); err != nil {
+				t.Fatalf("CreateDomain(%s) = %v", away.Name, err)
+			}
+		}, nil, hypervisor.ErrBusy, false},
 		{"destination lacks a CPU feature", nil, []sim.Option{sim.WithCPUFeatures(1)}, hypervisor.ErrIncompatible, true},
 		{"post-copy to a hypervisor without mem_paging", nil, []sim.Option{sim.WithoutPaging()}, hypervisor.ErrPagingUnsupported, true},
 	} {
@@ -94,7 +101,7 @@ func TestRefusedUpFront(t *testing.T) {
 			defer src.Close()
 			dom := boot(t, src.Host, spec, 100)
 			if tc.src != nil {
-				tc.src(src)
+				tc.src(t, src)
 			}
 			// A slow preparation lets the early push fill the connections
 			// before the destination refuses: its abort must still arrive.

@@ -112,6 +112,9 @@ func (s *sender) run(ctx context.Context, addr string) (*Result, error) {
 	if err := checkGuest(info, s.plan); err != nil {
 		return nil, err
 	}
+	if err := s.checkAwayName(info.Name); err != nil {
+		return nil, err
+	}
 	s.log = s.log.WithField("name", info.Name)
 	res := &Result{Mode: s.plan.Mode, Domain: info.Name}
 	if s.plan.Mode != PreCopy {
@@ -487,6 +490,23 @@ func checkGuest(info hypervisor.DomainInfo, plan Plan) error {
 		return unsupported("it does not use hardware-assisted paging (HAP), which post-copy needs; migrate it with --mode precopy")
 	}
 	return nil
+}
+
+// checkAwayName refuses, before anything is touched, to migrate name while
+// a domain holds the name its source copy takes at the switchover: it is
+// the source copy of an earlier migration that failed after its switchover,
+// kept paused for the administrator. Renaming onto it would fail after the
+// point of no return.
+func (s *sender) checkAwayName(name string) error {
+	away := name + MigratedAwaySuffix
+	id, err := s.hv.Lookup(away)
+	if errors.Is(err, hypervisor.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("look up %q: %w", away, err)
+	}
+	return fmt.Errorf("domain %s: a domain called %q (id %d) is here already, the source copy of an earlier migration that failed after its switchover; "+
+		"once the guest is known to run elsewhere, destroy it (`xl destroy %d`) and migrate again: %w", name, away, id, id, hypervisor.ErrBusy)
 }
 
 // addGFNs sets in b the gfns of a gfn-list body (empty: none).

@@ -191,10 +191,18 @@ restored() { grep -qx "$1" /run/lab-restored 2>/dev/null; }
 # under HAP log-dirty may triple-fault within seconds (QEMU's emulated
 # nested paging; see README.md, "The triple fault"): first seen only in
 # domains xl migrate restored, then once in a xenmig destination migrated
-# again. So every move starts from a fresh guest. Prints what it did; fails
-# if the guest does not come up.
+# again. So every move starts from a fresh guest. A failed scenario's
+# debris (NAME--incoming, NAME--migratedaway: its result named them) is
+# destroyed, or every later move of NAME would be refused. Prints what it
+# did; fails if the guest does not come up.
 guest_ready() {
-	local name=$1 secs=$2 id st t cfg
+	local name=$1 secs=$2 id st t cfg d
+	for d in "$name--incoming" "$name--migratedaway"; do
+		if id=$(xl domid "$d" 2>/dev/null); then
+			say "destroying $d (dom $id), left by an earlier scenario"
+			xl destroy "$d"
+		fi
+	done
 	if id=$(xl domid "$name" 2>/dev/null); then
 		st=$(xl list "$name" | awk 'NR == 2 {print $5}')
 		cfg=$(cat "/etc/xen/$name.cfg" 2>/dev/null)

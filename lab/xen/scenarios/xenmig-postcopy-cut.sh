@@ -6,7 +6,7 @@
 . /lab/lib.sh
 cutproxy -listen 127.0.0.1:8003 -to 127.0.0.1:8002 -down 2s >/lab/out/cutproxy.log 2>&1 &
 pid=$!
-MOVE_CHECK='[ "$(jfield reconnects $j)" -ge 1 ]' xenmig_move postcopy 127.0.0.1:8003 "kill -USR1 $pid"
+MOVE_CHECK='[ "$(jfield reconnects $j)" -ge 1 ] 2>/dev/null' xenmig_move postcopy 127.0.0.1:8003 "kill -USR1 $pid"
 rc=$?
 kill $pid
 cat /lab/out/cutproxy.log

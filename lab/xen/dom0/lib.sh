@@ -51,13 +51,24 @@ hbwatch_start() {
 
 # guest_start NAME [MB] [EXTRA_CFG]: create the guest and wait for its first
 # heartbeat (the lab's TCG guest boots in about 20 s).
+# A guest the lab's emulation kills while it boots (a triple fault: gone,
+# as on_reboot says) is created again, up to three times in all.
 guest_start() {
-	local name=$1 t
+	local name=$1 t n=1
 	guest_config "$@"
 	hbwatch_start
-	t=$(now_ms)
-	xl create "/etc/xen/$name.cfg" || return 1
-	wait_hb "$t" 1 180 || { say "guest $name: no heartbeat within 180 s"; xl list; return 1; }
+	while :; do
+		t=$(now_ms)
+		xl create "/etc/xen/$name.cfg" || return 1
+		wait_hb "$t" 1 180 "$name" && break
+		if xl domid "$name" >/dev/null 2>&1 || [ $n -ge 3 ]; then
+			say "guest $name: no heartbeat within 180 s"
+			xl list
+			return 1
+		fi
+		say "guest $name died booting ($(triple_faults) triple faults in xl dmesg): creating it again"
+		n=$((n + 1))
+	done
 	say "guest $name up: first heartbeat $(($(hb_first_after "$t") - t)) ms after xl create"
 }
 
@@ -65,11 +76,13 @@ guest_start() {
 hb_lines_after() { awk -v t="$1" '$1 > t && $3 == "HB"' "$HB"; }
 hb_first_after() { hb_lines_after "$1" | awk 'NR == 1 {print $1}'; }
 
-# wait_hb T N TIMEOUT_S: wait until N heartbeats arrived after T.
+# wait_hb T N TIMEOUT_S [NAME]: wait until N heartbeats arrived after T;
+# fail at the timeout, or as soon as domain NAME is gone.
 wait_hb() {
 	local t=$1 n=$2 end=$(($(date +%s) + $3))
 	while [ "$(hb_lines_after "$t" | wc -l)" -lt "$n" ]; do
 		[ "$(date +%s)" -ge "$end" ] && return 1
+		[ -z "$4" ] || xl domid "$4" >/dev/null 2>&1 || return 1
 		sleep 0.5
 	done
 }
@@ -196,7 +209,7 @@ restored() { grep -qx "$1" /run/lab-restored 2>/dev/null; }
 # destroyed, or every later move of NAME would be refused. Prints what it
 # did; fails if the guest does not come up.
 guest_ready() {
-	local name=$1 secs=$2 id st t cfg d
+	local name=$1 secs=$2 id st t cfg d n
 	for d in "$name--incoming" "$name--migratedaway"; do
 		if id=$(xl domid "$d" 2>/dev/null); then
 			say "destroying $d (dom $id), left by an earlier scenario"
@@ -218,10 +231,18 @@ guest_ready() {
 		fi ;;
 		esac
 	fi
-	guest_ensure "$name" || return 1
-	t=$(now_ms)
-	wait_hb "$t" "$secs" $((secs * 3 + 30)) || { say "guest $name: heartbeat not steady for $secs s"; return 1; }
-	say "guest $name (dom $(xl domid "$name")) ready: $secs heartbeats in $(($(now_ms) - t)) ms"
+	for n in 1 2 3; do # a guest the emulation kills meanwhile is started again
+		guest_ensure "$name" || return 1
+		t=$(now_ms)
+		if wait_hb "$t" "$secs" $((secs * 3 + 30)) "$name"; then
+			say "guest $name (dom $(xl domid "$name")) ready: $secs heartbeats in $(($(now_ms) - t)) ms"
+			return 0
+		fi
+		xl domid "$name" >/dev/null 2>&1 && break
+		say "guest $name died before it was ready ($(triple_faults) triple faults in xl dmesg)"
+	done
+	say "guest $name: heartbeat not steady for $secs s"
+	return 1
 }
 
 # scratch_create NAME [MB]: a PVH domain created paused that never runs (no

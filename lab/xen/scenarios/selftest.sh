@@ -24,10 +24,14 @@ say "Go: rc=$grc $(cat /lab/out/selftest-go.json) $(head -c 400 /lab/out/selftes
 xl destroy selftest-scratch
 alive=false
 guest_alive_after "$t" 5 && alive=true
+# A guest the lab's emulation killed meanwhile (a triple fault; README, "The
+# triple fault") says nothing about dom0: the self-test is dom0's.
+killed=false
+[ $alive = true ] || [ "$(triple_faults)" = 0 ] || xl domid hb >/dev/null 2>&1 || killed=true
 bad=$(bad_pages)
 ok=false
-[ "$crc" = 0 ] && [ "$grc" = 0 ] && [ "$bad" = 0 ] && [ $alive = true ] && ok=true
-result mode=selftest ok=$ok seconds="$secs" c_rc="$crc" go_rc="$grc" bad_pages="$bad" guest_alive_after=$alive \
+[ "$crc" = 0 ] && [ "$grc" = 0 ] && [ "$bad" = 0 ] && { [ $alive = true ] || [ $killed = true ]; } && ok=true
+result mode=selftest ok=$ok seconds="$secs" c_rc="$crc" go_rc="$grc" bad_pages="$bad" guest_alive_after=$alive guest_triple_faulted=$killed \
 	c="$(cat /lab/out/selftest-c.json)" go="$(cat /lab/out/selftest-go.json)" \
 	errors="$(cat /lab/out/selftest-c.err /lab/out/selftest-go.err | head -c 300)"
 [ $ok = true ]

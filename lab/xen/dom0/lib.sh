@@ -185,6 +185,15 @@ guest_ensure() { xl domid "$1" >/dev/null 2>&1 || guest_start "$@"; }
 # triple_faults: how many guest triple faults Xen has logged since boot.
 triple_faults() { xl dmesg | grep -c 'Triple fault'; }
 
+# xen_rip_doms: the domids whose triple-fault dump gives Xen's own code as
+# the guest's RIP (cs e008, e.g. e008:ffff82d0402044f5): QEMU's emulation
+# of the SVM world switch wrote the host's state where the guest's belongs,
+# which nothing in the guest's memory can cause (README, "The triple fault").
+xen_rip_doms() {
+	xl dmesg | awk '/Triple fault/ { d = $2; sub(/^d/, "", d); sub(/v.*/, "", d); want = 1; next }
+		want && $2 == "RIP:" { if ($3 ~ /^e008:/) print d; want = 0 }' | sort -un
+}
+
 # triple_fault_doms N: the domids of the last N triple faults Xen logged,
 # ascending, each once, each followed by a space.
 triple_fault_doms() {
@@ -272,7 +281,8 @@ jfield() { local v; v=$(grep -o "\"$1\": *[0-9.]*" "$2" | head -1 | cut -d: -f2 
 # every domain that triple-faulted during the attempt was the source or
 # older (FUNC writes the source's domid, once it is ready, with
 # attempt_source; a destination always gets a higher domid), or one FUNC
-# found ran well before it died (ran_then_died), and FUNC did not veto the
+# found ran well before it died (ran_then_died), or one whose dump shows
+# the emulation's own signature (xen_rip_doms), and FUNC did not veto the
 # retry (attempt_no_retry: xenmig must have rolled back cleanly). The
 # result says so (lab_retry); failed attempts' results stay in
 # /lab/out/attempts.jsonl.
@@ -293,7 +303,8 @@ lab_attempts() {
 			la_died=${la_died% }
 			la_lab=true
 			for la_d in $la_died; do
-				[ "$la_d" -le "$la_src" ] || grep -qx "$la_d" /lab/out/attempt-ran 2>/dev/null || la_lab=false
+				[ "$la_d" -le "$la_src" ] || grep -qx "$la_d" /lab/out/attempt-ran 2>/dev/null ||
+					xen_rip_doms | grep -qx "$la_d" || la_lab=false
 			done
 		fi
 		if [ $la_lab = false ] || [ $la_n -ge "${LAB_MOVE_TRIES:-5}" ]; then

@@ -322,6 +322,21 @@ lab_attempts() {
 # attempt_source ID: the domid lab_attempts' current attempt moves.
 attempt_source() { echo "$1" >/lab/out/attempt-source; }
 
+# move_begin NAME MODE: the start of an attempt that moves NAME: the guest
+# ready (else a failed result of MODE), domains watched, the source told to
+# lab_attempts, and for the caller id0 (the source's domid) and tf0 (the
+# triple faults so far).
+move_begin() {
+	guest_ready "$1" 5 || { result mode="$2" ok=false error="guest not ready"; return 1; }
+	domwatch_start
+	id0=$(xl domid "$1")
+	attempt_source "$id0"
+	tf0=$(triple_faults)
+}
+
+# other_domains NAME: the domains other than dom0 and NAME, space-separated.
+other_domains() { xl list | awk -v n="$1" 'NR > 1 && $1 != "Domain-0" && $1 != n {printf "%s ", $1}'; }
+
 # ran_then_died ID T: if domain ID triple-faulted during this attempt
 # after it had run well since T (ms): 5 heartbeats or more, and zero bad
 # pages, lab_attempts may count its death as the lab's. A move that broke
@@ -361,11 +376,7 @@ xenmig_move() { lab_attempts xenmig_move_once "$@"; }
 xenmig_move_once() {
 	local mode=$1 addr=${2:-127.0.0.1:8002} hook=$3 name=hb j=/lab/out/migrate.json
 	local rpid hpid="" rc rrc t0 t1 id0 id1 got tf0 tf tfdoms vbdm vbd1 vbd alive=false paged left err why ok=false end
-	guest_ready $name 5 || { result mode="$mode" ok=false error="guest not ready"; return 1; }
-	domwatch_start
-	id0=$(xl domid $name)
-	attempt_source "$id0"
-	tf0=$(triple_faults)
+	move_begin $name "$mode" || return 1
 	timeout 600 xenmig receive --listen 127.0.0.1:8002 --insecure-plaintext --json >/lab/out/receiver.json 2>/lab/out/receiver.log &
 	rpid=$!
 	sleep 2

@@ -5,13 +5,8 @@
 # domain is left behind.
 . /lab/lib.sh
 name=hb
-others() { xl list | awk 'NR > 1 && $1 != "Domain-0" && $1 != "'$name'" {printf "%s ", $1}'; }
 refused_once() {
-	guest_ready $name 5 || { result mode=postcopy ok=false error="guest not ready"; return 1; }
-	domwatch_start
-	id0=$(xl domid $name)
-	attempt_source "$id0"
-	tf0=$(triple_faults)
+	move_begin $name postcopy || return 1
 	timeout 300 xenmig receive --listen 127.0.0.1:8002 --insecure-plaintext --json >/lab/out/refused-receiver.json 2>/lab/out/refused-receiver.log &
 	rpid=$!
 	sleep 2
@@ -27,7 +22,7 @@ refused_once() {
 	alive=false
 	guest_alive_after "$t1" 12 && alive=true
 	id1=$(xl domid $name 2>/dev/null)
-	left=$(others)
+	left=$(other_domains $name)
 	tf=$(($(triple_faults) - tf0))
 	xl list
 	doctor=false

@@ -8,13 +8,8 @@
 # Retried by lab_attempts when the lab's emulation kills the source.
 . /lab/lib.sh
 name=hb mode=${XENMIG_MODE:-precopy}
-others() { xl list | awk 'NR > 1 && $1 != "Domain-0" && $1 != "'$name'" {printf "%s ", $1}'; }
 rollback_once() {
-	guest_ready $name 5 || { result mode=$mode-rollback ok=false error="guest not ready"; return 1; }
-	domwatch_start
-	id0=$(xl domid $name)
-	attempt_source "$id0"
-	tf0=$(triple_faults)
+	move_begin $name "$mode-rollback" || return 1
 	# Not under timeout(1): the kill below must reach xenmig itself.
 	xenmig receive --listen 127.0.0.1:8002 --insecure-plaintext --json >/lab/out/rollback-receiver.json 2>/lab/out/rollback-receiver.log &
 	rpid=$!
@@ -43,7 +38,7 @@ rollback_once() {
 	guest_alive_after "$t1" 12 && alive=true
 	id1=$(xl domid $name 2>/dev/null)
 	state=$(xl list $name 2>/dev/null | awk 'NR == 2 {print $5}')
-	left=$(others)
+	left=$(other_domains $name)
 	xl list
 	# The admin's next receiver on this host: it destroys the dead receiver's
 	# shell before it listens.
@@ -55,7 +50,7 @@ rollback_once() {
 	wait $cpid
 	reaped=$(grep -c 'destroyed a domain shell left by a receiver that is gone' /lab/out/cleanup-receiver.log)
 	grep 'destroyed a domain shell' /lab/out/cleanup-receiver.log
-	after=$(others)
+	after=$(other_domains $name)
 	tf=$(($(triple_faults) - tf0))
 	xl list
 	err=$(grep -m1 -E 'error|fatal|panic' /lab/out/rollback-migrate.log)

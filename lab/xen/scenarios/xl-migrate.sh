@@ -8,11 +8,7 @@
 . /lab/lib.sh
 name=hb
 xl_once() {
-	guest_ready $name 5 || { result mode=xl ok=false error="guest not ready"; return 1; }
-	domwatch_start
-	id0=$(xl domid $name)
-	attempt_source "$id0"
-	tf0=$(triple_faults)
+	move_begin $name xl || return 1
 	vbd0=$(hb_field vbd)
 	t0=$(now_ms)
 	xl -v migrate -s "" $name "xl migrate-receive" >/lab/out/xl-migrate.out 2>&1

@@ -182,22 +182,36 @@ dom_downtime() {
 # guest_ensure NAME: start the guest unless it is already running.
 guest_ensure() { xl domid "$1" >/dev/null 2>&1 || guest_start "$@"; }
 
+# xen_log: Xen's console since boot (`xl dmesg`), which every count of
+# triple faults below reads. Its ring must hold the whole boot: with the
+# default 16 KiB, a few triple-fault dumps pushed the older ones out, and
+# counts taken before and after a move went backwards (-1) and hid deaths
+# from lab_attempts. The lab boots Xen with conring_size=4M; should the
+# ring still have wrapped (the log no longer starts with Xen's banner),
+# this says so on stderr: the counts are then not to be trusted.
+xen_log() {
+	xl dmesg >/run/xen-log 2>&1
+	head -n 1 /run/xen-log | grep -q '^ __  __' ||
+		say "Xen's console ring has wrapped: triple-fault counts miss the oldest (raise conring_size in lab/xen/run)" >&2
+	cat /run/xen-log
+}
+
 # triple_faults: how many guest triple faults Xen has logged since boot.
-triple_faults() { xl dmesg | grep -c 'Triple fault'; }
+triple_faults() { xen_log | grep -c 'Triple fault'; }
 
 # xen_rip_doms: the domids whose triple-fault dump gives Xen's own code as
 # the guest's RIP (cs e008, e.g. e008:ffff82d0402044f5): QEMU's emulation
 # of the SVM world switch wrote the host's state where the guest's belongs,
 # which nothing in the guest's memory can cause (README, "The triple fault").
 xen_rip_doms() {
-	xl dmesg | awk '/Triple fault/ { d = $2; sub(/^d/, "", d); sub(/v.*/, "", d); want = 1; next }
+	xen_log | awk '/Triple fault/ { d = $2; sub(/^d/, "", d); sub(/v.*/, "", d); want = 1; next }
 		want && $2 == "RIP:" { if ($3 ~ /^e008:/) print d; want = 0 }' | sort -un
 }
 
 # triple_fault_doms N: the domids of the last N triple faults Xen logged,
 # ascending, each once, each followed by a space.
 triple_fault_doms() {
-	xl dmesg | grep 'Triple fault' | tail -n "$1" | sed 's/.*(XEN) d\([0-9]*\)v[0-9]* Triple fault.*/\1/' | sort -un | tr '\n' ' '
+	xen_log | grep 'Triple fault' | tail -n "$1" | sed 's/.*(XEN) d\([0-9]*\)v[0-9]* Triple fault.*/\1/' | sort -un | tr '\n' ' '
 }
 
 # restored ID: domain ID is a migration's destination (libxc's restore for
@@ -343,7 +357,7 @@ other_domains() { xl list | awk -v n="$1" 'NR > 1 && $1 != "Domain-0" && $1 != n
 # the guest shows at once, or as bad pages.
 ran_then_died() {
 	local n
-	[ -n "$1" ] && xl dmesg | grep -q "(XEN) d$1v[0-9]* Triple fault" || return 0
+	[ -n "$1" ] && xen_log | grep -q "(XEN) d$1v[0-9]* Triple fault" || return 0
 	n=$(hb_lines_after "$2" | wc -l)
 	if [ "$n" -ge 5 ] && [ "$(bad_pages)" = 0 ]; then
 		echo "$1" >>/lab/out/attempt-ran

@@ -187,11 +187,12 @@ guest_ensure() { xl domid "$1" >/dev/null 2>&1 || guest_start "$@"; }
 # default 16 KiB, a few triple-fault dumps pushed the older ones out, and
 # counts taken before and after a move went backwards (-1) and hid deaths
 # from lab_attempts. The lab boots Xen with conring_size=4M; should the
-# ring still have wrapped (the log no longer starts with Xen's banner),
-# this says so on stderr: the counts are then not to be trusted.
+# ring still have wrapped (the log no longer holds the first line Xen
+# prints, its version), this says so on stderr: the counts are then not to
+# be trusted.
 xen_log() {
 	xl dmesg >/run/xen-log 2>&1
-	head -n 1 /run/xen-log | grep -q '^ __  __' ||
+	grep -q '^(XEN) Xen version' /run/xen-log ||
 		say "Xen's console ring has wrapped: triple-fault counts miss the oldest (raise conring_size in lab/xen/run)" >&2
 	cat /run/xen-log
 }

@@ -126,24 +126,42 @@ func (p *preparer) stop() {
 const maxLate = 16 << 20
 
 // install takes a batch sent early: written in place where the evictor has
-// not been, held where it has (late), or loaded once late is full.
+// not been, held where it has (late), or loaded once late is full. The
+// pages written are taken from the record as they are while it can (every
+// non-zero page so far written, in order), and zero pages from zeroPages:
+// copying each batch into a buffer grown page by page was most of the
+// destination's CPU for early pages.
 func (p *preparer) install(b wire.Pages) error {
-	var gfns []hypervisor.GFN
-	var data []byte
+	var gfns, zero []hypervisor.GFN
+	var data []byte // nil while it is b.Data[:kept*PageSize]
+	kept, gap := 0, false
 	for g, page := range b.All() {
 		if uint64(g) >= p.out.Len() {
 			return fmt.Errorf("early page for gfn %#x beyond the guest: %w", uint64(g), wire.ErrMalformed)
 		}
 		if !p.out.Test(g) || !p.early.claim(g) {
+			gap = gap || page != nil
 			continue // a special page, or one ballooned in since (owed if at all); or a duplicate
 		}
-		if page == nil {
-			page = zeroPage[:] // the shell's page may hold the builder's bytes
-		}
 		if p.taken.claim(g) {
-			gfns = append(gfns, g)
-			data = append(data, page...)
+			switch {
+			case page == nil:
+				zero = append(zero, g) // the shell's page may hold the builder's bytes
+			case gap:
+				if data == nil {
+					data = append(make([]byte, 0, len(b.Data)), b.Data[:kept*hypervisor.PageSize]...)
+				}
+				gfns = append(gfns, g)
+				data = append(data, page...)
+			default:
+				gfns = append(gfns, g)
+				kept++
+			}
 			continue
+		}
+		gap = gap || page != nil
+		if page == nil {
+			page = zeroPage[:]
 		}
 		for !p.evicted.test(g) {
 			select {
@@ -167,14 +185,26 @@ func (p *preparer) install(b wire.Pages) error {
 			return fmt.Errorf("install early page of gfn %#x: %w", uint64(g), err)
 		}
 	}
-	if len(gfns) == 0 {
-		return nil
+	if data == nil {
+		data = b.Data[:kept*hypervisor.PageSize]
 	}
-	if err := p.r.hv.WritePages(p.r.dom, gfns, data); err != nil {
-		return fmt.Errorf("write %d early pages: %w", len(gfns), err)
+	if len(gfns) > 0 {
+		if err := p.r.hv.WritePages(p.r.dom, gfns, data); err != nil {
+			return fmt.Errorf("write %d early pages: %w", len(gfns), err)
+		}
+	}
+	for len(zero) > 0 {
+		n := min(len(zero), len(zeroPages)/hypervisor.PageSize)
+		if err := p.r.hv.WritePages(p.r.dom, zero[:n], zeroPages[:n*hypervisor.PageSize]); err != nil {
+			return fmt.Errorf("write %d early zero pages: %w", n, err)
+		}
+		zero = zero[n:]
 	}
 	return nil
 }
+
+// zeroPages is the source of the zero pages a batch writes.
+var zeroPages [64 * hypervisor.PageSize]byte
 
 // hold keeps a late page (its gfn paged out) for after the switchover, and
 // reports whether it did: not once late holds maxLate bytes of data.

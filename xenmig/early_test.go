@@ -1,0 +1,87 @@
+package xenmig
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/xenmig/xenmig/hypervisor"
+	"github.com/xenmig/xenmig/xenmig/internal/wire"
+)
+
+// pageWriter is a Hypervisor that records what WritePages wrote.
+type pageWriter struct {
+	hypervisor.Hypervisor
+	pages map[hypervisor.GFN][]byte
+	calls int
+}
+
+func (h *pageWriter) WritePages(_ hypervisor.DomID, gfns []hypervisor.GFN, src []byte) error {
+	h.calls++
+	for i, g := range gfns {
+		h.pages[g] = bytes.Clone(src[i*hypervisor.PageSize : (i+1)*hypervisor.PageSize])
+	}
+	return nil
+}
+
+// TestPreparerInstall: an early batch's pages are written where the
+// evictor has not been, zero ones as zeros (over the builder's bytes),
+// held where it has, and skipped for special gfns and duplicates, whatever
+// their order in the batch: each gfn gets its own page.
+func TestPreparerInstall(t *testing.T) {
+	const n = 32
+	h := &pageWriter{pages: map[hypervisor.GFN][]byte{}}
+	out := hypervisor.NewBitmap(n)
+	for g := hypervisor.GFN(0); g < n; g++ {
+		if g != 3 { // special
+			out.Set(g)
+		}
+	}
+	p := &preparer{r: &receiver{hv: h, dom: 1}, out: out, taken: newClaimSet(n), evicted: newClaimSet(n),
+		busy: newClaimSet(n), early: newClaimSet(n), lateZero: newClaimSet(n), late: map[hypervisor.GFN][]byte{},
+		done: make(chan struct{})}
+	for _, g := range []hypervisor.GFN{9, 12, 20} { // paged out already
+		p.taken.claim(g)
+		p.evicted.claim(g)
+	}
+	page := func(g hypervisor.GFN) []byte { return bytes.Repeat([]byte{byte(g) + 1}, hypervisor.PageSize) }
+	batch := func(gfns []hypervisor.GFN, zero []bool) wire.Pages {
+		b := wire.Pages{GFNs: gfns, Zero: zero}
+		for i, g := range gfns {
+			if !zero[i] {
+				b.Data = append(b.Data, page(g)...)
+			}
+		}
+		return b
+	}
+	batches := []wire.Pages{
+		// In order: the written pages are the record's own.
+		batch([]hypervisor.GFN{0, 1, 2, 4}, []bool{false, true, false, false}),
+		// A special page, a late one and a duplicate before pages written.
+		batch([]hypervisor.GFN{5, 3, 6, 9, 7, 0, 8, 12, 10, 13},
+			[]bool{false, false, true, false, false, false, false, true, false, true}),
+		// Only a late page and zero pages.
+		batch([]hypervisor.GFN{20, 21, 22}, []bool{false, true, true}),
+	}
+	for i, b := range batches {
+		if err := p.install(b); err != nil {
+			t.Fatalf("install(batch %d) = %v", i, err)
+		}
+	}
+	zero := make([]byte, hypervisor.PageSize)
+	want := map[hypervisor.GFN][]byte{0: page(0), 1: zero, 2: page(2), 4: page(4), 5: page(5), 6: zero,
+		7: page(7), 8: page(8), 10: page(10), 13: zero, 21: zero, 22: zero}
+	if len(h.pages) != len(want) {
+		t.Errorf("wrote %d pages, want %d", len(h.pages), len(want))
+	}
+	for g, w := range want {
+		if got, ok := h.pages[g]; !ok || !bytes.Equal(got, w) {
+			t.Errorf("gfn %d: written %t, page[0] %v; want page[0] %d", g, ok, got[:min(1, len(got))], w[0])
+		}
+	}
+	if d := p.late[9]; !bytes.Equal(d, page(9)) {
+		t.Errorf("late[9] = %d bytes, want gfn 9's page held", len(d))
+	}
+	if _, ok := p.late[20]; !ok || !p.lateZero.test(12) || len(p.late) != 2 || p.lateZero.count() != 1 {
+		t.Errorf("held %d late pages and %d zero ones, want 9 and 20, and 12 as zero", len(p.late), p.lateZero.count())
+	}
+}

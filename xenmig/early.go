@@ -23,9 +23,13 @@ import (
 // page that arrives early saves its own, and the rest is paged out while
 // the source still runs.
 //
-// An early page that comes after the evictor paged its gfn out (late) is
-// not loaded then: it is held, and installed after the switchover like a
-// staged pre-copy page (on the guest's first touch, or in the background).
+// An early page that comes after the evictor took its gfn (late) is not
+// loaded then: it is held at once, without waiting for the evictor to be
+// done with the gfn (waiting spun on this machine's scarce CPU), and
+// installed after the switchover like a staged pre-copy page (on the
+// guest's first touch, or in the background); one whose gfn paging could
+// not take is dropped then, as the source sends every such gfn again in
+// the downtime.
 // A load costs several times an evict and shares the evictor's lock in Xen;
 // loading late pages as they came slowed the early push to the evictor's
 // pace, and every page still in flight at the pause was loaded in the
@@ -163,6 +167,9 @@ func (p *preparer) install(b wire.Pages) error {
 		if page == nil {
 			page = zeroPage[:]
 		}
+		if p.hold(g, page) {
+			continue // even while the evictor is still at it: finish sorts it out
+		}
 		for !p.evicted.test(g) {
 			select {
 			case <-p.done: // it stopped before this gfn
@@ -173,15 +180,10 @@ func (p *preparer) install(b wire.Pages) error {
 				runtime.Gosched() // the evictor is paging it out right now
 			}
 		}
-		var err error
-		switch {
-		case p.busy.test(g):
-			err = p.r.hv.WritePages(p.r.dom, []hypervisor.GFN{g}, page)
-		case p.hold(g, page):
-		default:
-			err = p.r.pager.Load(g, page)
+		if p.busy.test(g) {
+			continue // paging could not take it: the source sends it in the downtime
 		}
-		if err != nil {
+		if err := p.r.pager.Load(g, page); err != nil {
 			return fmt.Errorf("install early page of gfn %#x: %w", uint64(g), err)
 		}
 	}
@@ -241,6 +243,16 @@ func (p *preparer) finish(populated *hypervisor.Bitmap, stale []hypervisor.GFN) 
 	lateZero = p.lateZero.bitmap()
 	kept = p.early.bitmap()
 	kept.And(populated)
+	// A page held for a gfn paging could not take is not installed: the
+	// source sends every such gfn (r.direct) again in the downtime.
+	unpageable := p.busy.bitmap()
+	for g := range late {
+		if unpageable.Test(g) {
+			delete(late, g)
+		}
+	}
+	lateZero.AndNot(unpageable)
+	kept.AndNot(unpageable)
 	again := hypervisor.NewBitmap(populated.Len())
 	for _, g := range stale {
 		if uint64(g) >= kept.Len() {

@@ -2,7 +2,10 @@ package xenmig
 
 import (
 	"bytes"
+	"io"
 	"testing"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/xenmig/xenmig/hypervisor"
 	"github.com/xenmig/xenmig/xenmig/internal/wire"
@@ -25,8 +28,11 @@ func (h *pageWriter) WritePages(_ hypervisor.DomID, gfns []hypervisor.GFN, src [
 
 // TestPreparerInstall: an early batch's pages are written where the
 // evictor has not been, zero ones as zeros (over the builder's bytes),
-// held where it has, and skipped for special gfns and duplicates, whatever
-// their order in the batch: each gfn gets its own page.
+// held where it has been or still is (without waiting for it), and skipped
+// for special gfns and duplicates, whatever their order in the batch: each
+// gfn gets its own page. At the pause, a held page whose gfn paging could
+// not take is dropped (the source sends it again in the downtime) and the
+// rest are owed to the installer.
 func TestPreparerInstall(t *testing.T) {
 	const n = 32
 	h := &pageWriter{pages: map[hypervisor.GFN][]byte{}}
@@ -39,9 +45,11 @@ func TestPreparerInstall(t *testing.T) {
 	p := &preparer{r: &receiver{hv: h, dom: 1}, out: out, taken: newClaimSet(n), evicted: newClaimSet(n),
 		busy: newClaimSet(n), early: newClaimSet(n), lateZero: newClaimSet(n), late: map[hypervisor.GFN][]byte{},
 		done: make(chan struct{})}
-	for _, g := range []hypervisor.GFN{9, 12, 20} { // paged out already
+	for _, g := range []hypervisor.GFN{9, 12, 20, 25} { // paged out already, or (25) being paged out
 		p.taken.claim(g)
-		p.evicted.claim(g)
+		if g != 25 {
+			p.evicted.claim(g)
+		}
 	}
 	page := func(g hypervisor.GFN) []byte { return bytes.Repeat([]byte{byte(g) + 1}, hypervisor.PageSize) }
 	batch := func(gfns []hypervisor.GFN, zero []bool) wire.Pages {
@@ -59,8 +67,8 @@ func TestPreparerInstall(t *testing.T) {
 		// A special page, a late one and a duplicate before pages written.
 		batch([]hypervisor.GFN{5, 3, 6, 9, 7, 0, 8, 12, 10, 13},
 			[]bool{false, false, true, false, false, false, false, true, false, true}),
-		// Only a late page and zero pages.
-		batch([]hypervisor.GFN{20, 21, 22}, []bool{false, true, true}),
+		// Only late pages and zero pages.
+		batch([]hypervisor.GFN{20, 21, 22, 25}, []bool{false, true, true, false}),
 	}
 	for i, b := range batches {
 		if err := p.install(b); err != nil {
@@ -81,7 +89,29 @@ func TestPreparerInstall(t *testing.T) {
 	if d := p.late[9]; !bytes.Equal(d, page(9)) {
 		t.Errorf("late[9] = %d bytes, want gfn 9's page held", len(d))
 	}
-	if _, ok := p.late[20]; !ok || !p.lateZero.test(12) || len(p.late) != 2 || p.lateZero.count() != 1 {
-		t.Errorf("held %d late pages and %d zero ones, want 9 and 20, and 12 as zero", len(p.late), p.lateZero.count())
+	if _, ok := p.late[20]; !ok || !p.lateZero.test(12) || len(p.late) != 3 || p.lateZero.count() != 1 {
+		t.Errorf("held %d late pages and %d zero ones, want 9, 20 and 25, and 12 as zero", len(p.late), p.lateZero.count())
+	}
+
+	// The evictor is done; 20 was one paging could not take.
+	p.evicted.claim(25)
+	p.busy.claim(20)
+	close(p.done)
+	populated := out.Clone()
+	populated.Set(3)
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	p.r.direct, p.r.log = hypervisor.NewBitmap(n), logrus.NewEntry(log)
+	p.r.direct.Set(20)
+	kept, late, lateZero, busy, err := p.finish(populated, nil)
+	if err != nil {
+		t.Fatalf("finish() = %v", err)
+	}
+	if _, ok := late[20]; ok || len(late) != 2 || lateZero.Count() != 1 || len(busy) != 0 {
+		t.Errorf("finish() held %d late pages (20 among them: %t), %d zero, %d busy; want 9 and 25, 12 as zero, none busy",
+			len(late), ok, lateZero.Count(), len(busy))
+	}
+	if got := kept.Count(); got != uint64(len(want)) {
+		t.Errorf("finish() kept %d gfns, want the %d written", got, len(want))
 	}
 }

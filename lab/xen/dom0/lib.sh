@@ -52,7 +52,8 @@ hbwatch_start() {
 # guest_start NAME [MB] [EXTRA_CFG]: create the guest and wait for its first
 # heartbeat (the lab's TCG guest boots in about 20 s).
 # A guest the lab's emulation kills while it boots (a triple fault: gone,
-# as on_reboot says) is created again, up to three times in all.
+# as on_reboot says) is created again, up to five times in all (three was
+# not enough on a slow machine: a CI run lost three boots in a row).
 guest_start() {
 	local name=$1 t n=1
 	guest_config "$@"
@@ -61,7 +62,7 @@ guest_start() {
 		t=$(now_ms)
 		xl create "/etc/xen/$name.cfg" || return 1
 		wait_hb "$t" 1 180 "$name" && break
-		if xl domid "$name" >/dev/null 2>&1 || [ $n -ge 3 ]; then
+		if xl domid "$name" >/dev/null 2>&1 || [ $n -ge 5 ]; then
 			say "guest $name: no heartbeat within 180 s"
 			xl list
 			return 1

@@ -416,6 +416,11 @@ func TestReconnectAfterSwitchover(t *testing.T) {
 
 // TestDemandOnlyCompletes: a guest that never stops faulting does not keep
 // demand-only paging from completing: after DemandMax the rest is pushed.
+// Every page is owed (no early push), and in DemandMax the guest's two
+// vCPUs take 5000 steps at most, random touches that leave hundreds of its
+// 3000-odd pages untouched, to push.
+// (With 300 ms and early pages it could fault in all it owed first, and
+// did, 4 runs in 20 on a loaded machine.)
 func TestDemandOnlyCompletes(t *testing.T) {
 	spec := guest("busy-forever", sim.Stress, 0) // no end: it faults as long as pages are missing
 	spec.Workload.Rate = 50000
@@ -424,8 +429,8 @@ func TestDemandOnlyCompletes(t *testing.T) {
 	defer src.Close()
 	dom := boot(t, src, spec, 1000)
 	p := plan(xenmig.PostCopy, xenmig.PushDemand)
-	p.ReportGuest = false
-	p.DemandIdle, p.DemandMax = time.Hour, 300*time.Millisecond
+	p.ReportGuest, p.EarlyPush = false, false
+	p.DemandIdle, p.DemandMax = time.Hour, 50*time.Millisecond
 	res := dst.migrate(t, src, dom, p, "")
 	if res.PagesSent < res.PagesOwned || res.PagesSent > res.PagesOwned+res.EarlyStale || res.PhasePages["push"] == 0 {
 		t.Errorf("pages sent %d (push %d), owned %d, sent early and written again %d: want every owned page once (but those), the rest pushed after DemandMax",

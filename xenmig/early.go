@@ -208,8 +208,9 @@ func (p *preparer) install(b wire.Pages) error {
 // zeroPages is the source of the zero pages a batch writes.
 var zeroPages [64 * hypervisor.PageSize]byte
 
-// hold keeps a late page (its gfn paged out) for after the switchover, and
-// reports whether it did: not once late holds maxLate bytes of data.
+// hold keeps a late page (its gfn taken by the evictor, paged out or being
+// paged out) for after the switchover, and reports whether it did: not once
+// late holds maxLate bytes of data.
 func (p *preparer) hold(g hypervisor.GFN, page []byte) bool {
 	if &page[0] == &zeroPage[0] {
 		p.lateZero.claim(g)

@@ -15,11 +15,9 @@ import (
 type pageWriter struct {
 	hypervisor.Hypervisor
 	pages map[hypervisor.GFN][]byte
-	calls int
 }
 
 func (h *pageWriter) WritePages(_ hypervisor.DomID, gfns []hypervisor.GFN, src []byte) error {
-	h.calls++
 	for i, g := range gfns {
 		h.pages[g] = bytes.Clone(src[i*hypervisor.PageSize : (i+1)*hypervisor.PageSize])
 	}

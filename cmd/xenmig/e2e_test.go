@@ -328,12 +328,14 @@ func TestDoctorJSONOneObject(t *testing.T) {
 }
 
 // TestProfiles: --cpuprofile and --memprofile write pprof profiles (gzipped
-// protocol buffers) of the command, here a migration.
+// protocol buffers) of the command, here a migration, and --trace an
+// execution trace.
 func TestProfiles(t *testing.T) {
 	r := startReceive(t)
 	dir := t.TempDir()
-	cpu, mem := filepath.Join(dir, "cpu.prof"), filepath.Join(dir, "mem.prof")
-	code, _, stderr := migrateProc(t, append([]string{"vm-prof", r.addr, "--cpuprofile", cpu, "--memprofile", mem}, guestArgs("idle")...)...)
+	cpu, mem, trace := filepath.Join(dir, "cpu.prof"), filepath.Join(dir, "mem.prof"), filepath.Join(dir, "trace.out")
+	code, _, stderr := migrateProc(t, append([]string{"vm-prof", r.addr, "--cpuprofile", cpu, "--memprofile", mem, "--trace", trace},
+		guestArgs("idle")...)...)
 	if code != 0 {
 		t.Fatalf("xenmig migrate exit %d\n%s", code, stderr)
 	}
@@ -342,5 +344,8 @@ func TestProfiles(t *testing.T) {
 		if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
 			t.Errorf("%s: %d bytes, %v; want a gzipped pprof profile", filepath.Base(f), len(b), err)
 		}
+	}
+	if b, err := os.ReadFile(trace); err != nil || !bytes.HasPrefix(b, []byte("go 1.")) {
+		t.Errorf("trace.out: %d bytes, %v; want a Go execution trace (\"go 1.\" first)", len(b), err)
 	}
 }

@@ -79,8 +79,8 @@ type app struct {
 	log        *logrus.Logger
 	metrics    *metrics.Receiver // the receiver's metrics, when served
 
-	cpuProfile, memProfile string   // --cpuprofile, --memprofile
-	cpuProfileFile         *os.File // while the CPU profile runs
+	cpuProfile, memProfile, traceFile string   // --cpuprofile, --memprofile, --trace
+	cpuProfileFile, traceOut          *os.File // while the CPU profile or the trace runs
 }
 
 func main() {
@@ -139,6 +139,7 @@ Without Xen (no /dev/xen/privcmd) every command runs on a simulated Xen host.
 		`simulated hosts' cost model: "xen" (a real Xen host's estimated costs), "lab" (the TCG lab's), "none" (this machine's speed) (overrides sim.costs)`)
 	root.PersistentFlags().StringVar(&a.cpuProfile, "cpuprofile", "", "write a CPU profile of this command to FILE (go tool pprof)")
 	root.PersistentFlags().StringVar(&a.memProfile, "memprofile", "", "write a memory profile (allocations and heap) of this command to FILE at its end")
+	root.PersistentFlags().StringVar(&a.traceFile, "trace", "", "write an execution trace of this command to FILE (go tool trace): where wall time goes that a CPU profile does not show, such as waits on the network")
 	root.AddCommand(newMigrateCommand(a), newReceiveCommand(a), newListCommand(a),
 		newDemoCommand(a), newDoctorCommand(a), newBenchCommand(a), newPluginCommand(a), newCertsCommand())
 	return root, a

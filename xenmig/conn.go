@@ -69,12 +69,24 @@ func newSendQueue(tcp *net.TCPConn) *sendQueue {
 	return q
 }
 
-// batch returns how many pages a push batch should hold, at most max: no
-// more than the buffer holds, so that a page the batch claimed waits
-// behind at most about two budgets of data.
-func (q *sendQueue) batch(max int) int {
-	return min(max, q.size/hypervisor.PageSize)
+// batch returns how many gfns a push batch should hold: no more data pages
+// than the buffer holds (and at most pages), so that a page the batch
+// claimed waits behind at most about two budgets of data. Zero pages cross
+// as flags and cost the link nothing: a batch whose gfns are expected to be
+// zero in the share zeroShare (the last batch's) holds as many more gfns,
+// up to zeroBatches times pages, or a run of zero pages would take as many
+// records, each a round of reads, a write and installs, as data pages would.
+func (q *sendQueue) batch(pages int, zeroShare float64) int {
+	data := min(pages, q.size/hypervisor.PageSize)
+	if zeroShare >= 1 {
+		return pages * zeroBatches
+	}
+	return min(pages*zeroBatches, int(float64(data)/(1-zeroShare)))
 }
+
+// zeroBatches bounds how many times more gfns than pages a push batch of
+// zero pages holds.
+const zeroBatches = 8
 
 // sent records n bytes written and resizes the buffer every 20 ms. The
 // first measure starts at the first write: a queue made before a wait (the

@@ -89,3 +89,28 @@ func TestSendQueueIdleStart(t *testing.T) {
 		t.Errorf("send buffer after a wait and one batch = %d, want at least %d: the wait was taken for a slow link", q.size, start)
 	}
 }
+
+// TestSendQueueBatch: a push batch holds as many data pages as the send
+// buffer, and as many more gfns as the last batch's share of zero pages
+// says will cross as flags only, up to zeroBatches times the record's
+// pages.
+func TestSendQueueBatch(t *testing.T) {
+	q := &sendQueue{size: 32 << 10} // 8 pages
+	for _, tc := range []struct {
+		pages     int
+		zeroShare float64
+		want      int
+	}{
+		{64, 0, 8},
+		{4, 0, 4},
+		{64, 0.5, 16},
+		{64, 0.75, 32},
+		{64, 0.999, 64 * zeroBatches},
+		{64, 1, 64 * zeroBatches},
+		{4, 1, 4 * zeroBatches},
+	} {
+		if got := q.batch(tc.pages, tc.zeroShare); got != tc.want {
+			t.Errorf("batch(%d, %v) = %d, want %d", tc.pages, tc.zeroShare, got, tc.want)
+		}
+	}
+}

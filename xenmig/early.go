@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/xenmig/xenmig/hypervisor"
@@ -22,6 +23,13 @@ import (
 // paged out. On Xen, where nominate and evict cost about 16 µs a gfn, each
 // page that arrives early saves its own, and the rest is paged out while
 // the source still runs.
+//
+// The source names the gfns its early push leaves out, written lately
+// (hot): the evictor pages those out first, as they come. It walks down
+// through the rest only while the early pages cover gfns more slowly than
+// it would page them out itself (evictPace): an early page costs a write,
+// a gfn paged out an evict now and a load after the switchover, both under
+// Xen's p2m lock, which the guest's faults need then.
 //
 // An early page that comes after the evictor took its gfn (late) is not
 // loaded then: it is held at once, without waiting for the evictor to be
@@ -47,6 +55,10 @@ type preparer struct {
 	lateMu   sync.Mutex
 	late     map[hypervisor.GFN][]byte // other pages held for after the switchover
 	lateMem  int                       // bytes of the pages in late
+	hotMu    sync.Mutex
+	hot      []hypervisor.GFN // named by the source, to page out first
+	covered  atomic.Uint64    // gfns early records have named, pages or hot
+	news     chan struct{}    // an early record came (buffered, 1)
 	cancel   context.CancelFunc
 	done     chan struct{} // the evictor finished and prepared was sent
 	err      error         // why the evictor failed; read after done
@@ -59,14 +71,16 @@ func (r *receiver) startPreparer(ctx context.Context, out *hypervisor.Bitmap, st
 	ctx, cancel := context.WithCancel(ctx)
 	n := out.Len()
 	p := &preparer{r: r, out: out, taken: newClaimSet(n), evicted: newClaimSet(n), busy: newClaimSet(n), early: newClaimSet(n),
-		lateZero: newClaimSet(n), late: map[hypervisor.GFN][]byte{}, cancel: cancel, done: make(chan struct{}), start: start}
+		lateZero: newClaimSet(n), late: map[hypervisor.GFN][]byte{}, news: make(chan struct{}, 1), cancel: cancel,
+		done: make(chan struct{}), start: start}
 	go p.evict(ctx)
 	return p
 }
 
-// evict pages out, top down, every gfn no early page has taken, then tells
-// the source the destination is prepared. If it fails, it tells the source
-// why (an abort record), so that neither side waits for prepared.
+// evict pages out every gfn no early page has taken, the hot ones first and
+// the rest top down, then tells the source the destination is prepared. If
+// it fails, it tells the source why (an abort record), so that neither side
+// waits for prepared.
 func (p *preparer) evict(ctx context.Context) {
 	defer close(p.done)
 	defer func() {
@@ -74,29 +88,41 @@ func (p *preparer) evict(ctx context.Context) {
 			p.r.links.main.w.Write(wire.TypeAbort, abortRecord(p.err))
 		}
 	}()
+	var pace evictPace
+	wait := time.NewTimer(paceWait)
+	wait.Stop()
 	words := p.out.Words()
-	for w := len(words) - 1; w >= 0; w-- {
+	var hot []hypervisor.GFN
+	for w := len(words) - 1; w >= 0; {
 		if ctx.Err() != nil {
 			p.err = ctx.Err()
 			return
 		}
+		if hot = p.takeHot(hot[:0]); len(hot) > 0 {
+			for _, g := range hot {
+				if p.err = p.evictOne(g, &pace); p.err != nil {
+					return
+				}
+			}
+			continue
+		}
+		if d := pace.yield(p.covered.Load(), time.Now()); d > 0 {
+			wait.Reset(d)
+			select {
+			case <-p.news:
+			case <-wait.C:
+			case <-ctx.Done():
+			}
+			continue
+		}
 		for bits := words[w]; bits != 0; {
 			b := 63 - mathbits.LeadingZeros64(bits)
 			bits &^= 1 << b
-			g := hypervisor.GFN(w*64 + b)
-			if !p.taken.claim(g) {
-				continue // written from an early page
-			}
-			err := p.r.pageOutOne(g) // an EBUSY gfn joins r.direct
-			if p.r.direct.Test(g) {
-				p.busy.claim(g)
-			}
-			p.evicted.claim(g)
-			if err != nil {
-				p.err = err
+			if p.err = p.evictOne(hypervisor.GFN(w*64+b), &pace); p.err != nil {
 				return
 			}
 		}
+		w--
 	}
 	p.r.prepMS = ms(time.Since(p.start))
 	if err := p.r.links.main.w.Write(wire.TypePrepared, wire.MarshalGFNs(p.r.direct.GFNs())); err != nil {
@@ -107,7 +133,121 @@ func (p *preparer) evict(ctx context.Context) {
 	late := uint64(len(p.late)) + p.lateZero.count()
 	p.lateMu.Unlock()
 	p.r.log.WithFields(map[string]any{"ms": p.r.prepMS, "paged_out": p.evicted.count() - p.busy.count(),
-		"early": p.early.count(), "late": late, "busy": p.busy.count()}).Info("domain shell prepared")
+		"early": p.early.count(), "late": late, "busy": p.busy.count(), "waits": pace.waits, "walks": pace.walks,
+		"evict_us": pace.perGFN() * 1e6}).Info("domain shell prepared")
+}
+
+// evictOne pages g out unless an early page (or the evictor) took it first.
+func (p *preparer) evictOne(g hypervisor.GFN, pace *evictPace) error {
+	if !p.out.Test(g) || !p.taken.claim(g) {
+		return nil // special, or written from an early page
+	}
+	t := time.Now()
+	err := p.r.pageOutOne(g) // an EBUSY gfn joins r.direct
+	pace.paged(time.Since(t))
+	if p.r.direct.Test(g) {
+		p.busy.claim(g)
+	}
+	p.evicted.claim(g)
+	return err
+}
+
+// hint queues gfns the source will not send early (hot), to be paged out
+// first.
+func (p *preparer) hint(gfns []hypervisor.GFN) error {
+	for _, g := range gfns {
+		if uint64(g) >= p.out.Len() {
+			return fmt.Errorf("hot gfn %#x beyond the guest: %w", uint64(g), wire.ErrMalformed)
+		}
+	}
+	p.hotMu.Lock()
+	p.hot = append(p.hot, gfns...)
+	p.hotMu.Unlock()
+	p.covered.Add(uint64(len(gfns)))
+	p.notify()
+	return nil
+}
+
+// takeHot moves the hot gfns queued so far into buf.
+func (p *preparer) takeHot(buf []hypervisor.GFN) []hypervisor.GFN {
+	p.hotMu.Lock()
+	defer p.hotMu.Unlock()
+	buf = append(buf, p.hot...)
+	p.hot = p.hot[:0]
+	return buf
+}
+
+// notify wakes the evictor if it waits for the early push.
+func (p *preparer) notify() {
+	select {
+	case p.news <- struct{}{}:
+	default:
+	}
+}
+
+// evictPace decides whether the evictor walks on or leaves the gfns ahead
+// of it to the early push: it waits while the early records cover gfns at
+// least as fast as it pages them out, as measured on both sides, and walks
+// on once the early push is slower or has gone quiet.
+type evictPace struct {
+	n       int           // gfns paged out
+	spent   time.Duration // paging them out
+	at      time.Time     // start of the coverage window
+	from    uint64        // gfns covered at its start
+	rate    float64       // gfns covered per second over the last window
+	last    uint64        // gfns covered at the last look
+	stirred time.Time     // when coverage last grew
+	waits   int           // times it waited
+	walks   int           // words it walked
+}
+
+// perGFN returns the seconds paging out has taken a gfn.
+func (e *evictPace) perGFN() float64 {
+	if e.n == 0 {
+		return 0
+	}
+	return e.spent.Seconds() / float64(e.n)
+}
+
+// Pacing's constants: paging out is measured over at least learnGFNs
+// before the evictor ever waits; the early push's rate over windows of
+// paceWindow; it is quiet after earlyQuiet without a record; a wait lasts
+// paceWait unless an early record comes first.
+const (
+	learnGFNs  = 64
+	paceWindow = 2 * time.Millisecond
+	earlyQuiet = 2 * time.Millisecond
+	paceWait   = 500 * time.Microsecond
+)
+
+// paged records a gfn paged out in d.
+func (e *evictPace) paged(d time.Duration) {
+	e.n++
+	e.spent += d
+}
+
+// yield returns how long the evictor should wait for the early push, 0 to
+// walk on, given the gfns early records have covered so far.
+func (e *evictPace) yield(covered uint64, now time.Time) time.Duration {
+	if e.at.IsZero() {
+		e.at, e.from = now, covered
+	}
+	if covered != e.last {
+		e.last, e.stirred = covered, now
+	}
+	if now.Sub(e.at) >= paceWindow {
+		e.rate = float64(covered-e.from) / now.Sub(e.at).Seconds()
+		e.at, e.from = now, covered
+	}
+	if e.n < learnGFNs || e.rate == 0 || now.Sub(e.stirred) > earlyQuiet {
+		return 0
+	}
+	if e.rate*e.perGFN() < 1 {
+		e.walks++
+		return 0
+	}
+	e.waits++
+	return paceWait
 }
 
 // failed returns why the evictor failed, if it has.
@@ -202,6 +342,8 @@ func (p *preparer) install(b wire.Pages) error {
 		}
 		zero = zero[n:]
 	}
+	p.covered.Add(uint64(len(b.GFNs)))
+	p.notify()
 	return nil
 }
 

@@ -2,8 +2,12 @@ package xenmig
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -111,5 +115,99 @@ func TestPreparerInstall(t *testing.T) {
 	}
 	if got := kept.Count(); got != uint64(len(want)) {
 		t.Errorf("finish() kept %d gfns, want the %d written", got, len(want))
+	}
+}
+
+// evictOrder is a Pager that records the gfns it pages out, in order.
+type evictOrder struct {
+	hypervisor.Pager
+	evicted []hypervisor.GFN
+}
+
+func (e *evictOrder) Nominate(hypervisor.GFN) error { return nil }
+func (e *evictOrder) Evict(g hypervisor.GFN) error {
+	e.evicted = append(e.evicted, g)
+	return nil
+}
+
+// TestPreparerHotFirst: the gfns the source names hot are paged out first,
+// in the order named, then the rest top down; gfns early pages took and
+// special ones are never paged out; and prepared goes to the source.
+func TestPreparerHotFirst(t *testing.T) {
+	const n = 200
+	out := hypervisor.NewBitmap(n)
+	for g := hypervisor.GFN(0); g < n; g++ {
+		if g != 150 { // special
+			out.Set(g)
+		}
+	}
+	pager := &evictOrder{}
+	var sent bytes.Buffer
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	r := &receiver{pager: pager, direct: hypervisor.NewBitmap(n), log: logrus.NewEntry(log),
+		links: &links{main: &conn{w: wire.NewWriter(&sent)}}}
+	p := &preparer{r: r, out: out, taken: newClaimSet(n), evicted: newClaimSet(n), busy: newClaimSet(n),
+		early: newClaimSet(n), lateZero: newClaimSet(n), late: map[hypervisor.GFN][]byte{},
+		news: make(chan struct{}, 1), done: make(chan struct{})}
+	for g := hypervisor.GFN(0); g < 100; g++ {
+		p.taken.claim(g) // written from early pages
+	}
+	hot := []hypervisor.GFN{120, 7, 150, 180} // 7: taken early first; 150: special
+	if err := p.hint(hot); err != nil {
+		t.Fatalf("hint(%v) = %v", hot, err)
+	}
+	if err := p.hint([]hypervisor.GFN{n}); !errors.Is(err, wire.ErrMalformed) {
+		t.Errorf("hint(gfn %d of %d) = %v, want ErrMalformed", n, n, err)
+	}
+	p.evict(context.Background())
+	if p.err != nil {
+		t.Fatalf("evict: %v", p.err)
+	}
+	want := []hypervisor.GFN{120, 180}
+	for g := hypervisor.GFN(n - 1); g >= 100; g-- {
+		if g != 120 && g != 180 && g != 150 {
+			want = append(want, g)
+		}
+	}
+	if !slices.Equal(pager.evicted, want) {
+		t.Errorf("paged out %v\nwant %v", pager.evicted, want)
+	}
+	if typ, _, err := wire.NewReader(&sent).Read(); err != nil || typ != wire.TypePrepared {
+		t.Errorf("sent %v, %v; want prepared", typ, err)
+	}
+}
+
+// TestEvictPace: the evictor waits for the early push only once it has
+// measured its own pace, and only while early records cover gfns at least
+// as fast as it pages them out and have not gone quiet.
+func TestEvictPace(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ms := func(f float64) time.Time { return t0.Add(time.Duration(f * float64(time.Millisecond))) }
+	for _, tc := range []struct {
+		name    string
+		paged   int           // gfns paged out, at 1.5 µs each
+		covered uint64        // early gfns over the first 2 ms
+		at      time.Time     // when asked
+		want    time.Duration // from the last look
+	}{
+		{"not measured yet", learnGFNs - 1, 2000, ms(2), 0},
+		{"early faster", learnGFNs, 2000, ms(2), paceWait},
+		{"early as fast", learnGFNs, 1334, ms(2), paceWait},
+		{"early slower", learnGFNs, 1000, ms(2), 0},
+		{"early gone quiet", learnGFNs, 2000, ms(4.5), 0},
+		{"no early page", learnGFNs, 0, ms(2), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var e evictPace
+			for range tc.paged {
+				e.paged(1500 * time.Nanosecond)
+			}
+			e.yield(0, t0)
+			e.yield(tc.covered, ms(2))
+			if got := e.yield(tc.covered, tc.at); got != tc.want {
+				t.Errorf("yield = %v, want %v (rate %.0f gfns/s, %.2f µs a gfn)", got, tc.want, e.rate, e.perGFN()*1e6)
+			}
+		})
 	}
 }

@@ -106,7 +106,7 @@ func (s *sender) postcopyRound(ctx context.Context, claims *claimSet, order *pus
 // push sends unclaimed gfns on c, in the order's sequence, until none is
 // left; the other streams' pushers take their batches from the same order.
 func (s *sender) push(ctx context.Context, c *conn, order *pushOrder, lastFault *atomic.Int64) error {
-	sc := newScratch(s.plan.BatchPages)
+	sc := newScratch(s.plan.BatchPages * zeroBatches)
 	queue := newSendQueue(c.tcp)
 	if s.plan.Push == PushDemand {
 		// Demand paging alone never completes; once the guest has gone
@@ -121,15 +121,17 @@ func (s *sender) push(ctx context.Context, c *conn, order *pushOrder, lastFault 
 			}
 		}
 	}
-	buf := make([]hypervisor.GFN, 0, s.plan.BatchPages)
+	buf := make([]hypervisor.GFN, 0, s.plan.BatchPages*zeroBatches)
+	zeroShare := 0.0
 	for ctx.Err() == nil {
-		gfns := order.next(buf, queue.batch(s.plan.BatchPages))
+		gfns := order.next(buf, queue.batch(s.plan.BatchPages, zeroShare))
 		if len(gfns) == 0 {
 			break
 		}
 		if err := s.sendPages(ctx, c, sc, gfns, 0, "push"); err != nil {
 			return err
 		}
+		zeroShare = float64(sc.zeros) / float64(len(gfns))
 		queue.sent(sc.wrote)
 		// Let the demand server run: Go does not preempt a busy goroutine
 		// for up to 10 ms, which would be a fault's latency.

@@ -194,6 +194,10 @@ func (r *receiver) run(ctx context.Context) (*Incoming, error) {
 			if err := r.earlyPages(body); err != nil {
 				return nil, undo(err)
 			}
+		case wire.TypeHot:
+			if err := r.hotGFNs(body); err != nil {
+				return nil, undo(err)
+			}
 		case wire.TypeLayout:
 			if r.pausedAt.IsZero() {
 				r.pausedAt = time.Now()
@@ -674,6 +678,19 @@ func (r *receiver) earlyPages(body []byte) error {
 	return nil
 }
 
+// hotGFNs takes the gfns the source's early push leaves out: the
+// preparer pages them out first.
+func (r *receiver) hotGFNs(body []byte) error {
+	gfns, err := wire.UnmarshalGFNs(body)
+	if err != nil {
+		return fmt.Errorf("hot gfns: %w", err)
+	}
+	if r.prep == nil || !r.pausedAt.IsZero() {
+		return fmt.Errorf("hot gfns outside a post-copy preparation: %w", wire.ErrMalformed)
+	}
+	return r.prep.hint(gfns)
+}
+
 // readUntilSync takes c's pages until its sync record.
 func (r *receiver) readUntilSync(c *conn) error {
 	start := time.Now()
@@ -697,6 +714,10 @@ func (r *receiver) readUntilSync(c *conn) error {
 			installing += time.Since(t)
 			records++
 			if err != nil {
+				return fmt.Errorf("bulk stream %d: %w", c.stream, err)
+			}
+		case wire.TypeHot:
+			if err := r.hotGFNs(body); err != nil {
 				return fmt.Errorf("bulk stream %d: %w", c.stream, err)
 			}
 		default:

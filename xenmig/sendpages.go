@@ -163,10 +163,11 @@ func (s *sender) earlyShare(ctx context.Context, c *conn, i, streams int, stop <
 	// of the layout and the vCPU state, in the downtime: queue little.
 	queue := newSendQueue(c.tcp)
 	batch := make([]hypervisor.GFN, 0, s.plan.BatchPages)
-	start, pages := time.Now(), 0
+	var hot []hypervisor.GFN // of the batch, those left out
+	start, pages, hotPages := time.Now(), 0, 0
 	var peeking, sending time.Duration
 	defer func() {
-		s.log.WithFields(logrus.Fields{"stream": c.stream, "pages": pages, "ms": ms(time.Since(start)),
+		s.log.WithFields(logrus.Fields{"stream": c.stream, "pages": pages, "hot": hotPages, "ms": ms(time.Since(start)),
 			"peek_ms": ms(peeking), "send_ms": ms(sending)}).Debug("early pusher done")
 	}()
 	flush := func() error {
@@ -176,14 +177,28 @@ func (s *sender) earlyShare(ctx context.Context, c *conn, i, streams int, stop <
 		default:
 		}
 		t := time.Now()
-		hot, err := peek.get()
+		dirty, err := peek.get()
 		peeking += time.Since(t)
 		if err != nil {
 			return err
 		}
 		// The guest wrote these since the last look: they would be
-		// stale by the switchover.
-		batch = slices.DeleteFunc(batch, hot.Test)
+		// stale by the switchover. The destination pages them out
+		// first, and leaves the rest to the pages sent here.
+		hot = hot[:0]
+		batch = slices.DeleteFunc(batch, func(g hypervisor.GFN) bool {
+			if dirty.Test(g) {
+				hot = append(hot, g)
+				return true
+			}
+			return false
+		})
+		if len(hot) > 0 {
+			if err := c.w.Write(wire.TypeHot, wire.MarshalGFNs(hot)); err != nil {
+				return fmt.Errorf("send hot gfns: %w", err)
+			}
+			hotPages += len(hot)
+		}
 		if len(batch) == 0 {
 			return nil
 		}
@@ -232,6 +247,7 @@ type scratch struct {
 	hdr   []byte
 	zero  []bool
 	wrote int       // bytes of the last record sent
+	zeros int       // of its pages, those sent as zero
 	sent  *claimSet // if set, every gfn sent is marked in it
 }
 
@@ -294,6 +310,7 @@ func (s *sender) sendPages(ctx context.Context, c *conn, sc *scratch, gfns []hyp
 		}
 	}
 	n := uint64(len(data) / hypervisor.PageSize)
+	sc.zeros = len(gfns) - int(n)
 	s.counter.add(&s.counter.phasePages, phase, n)
 	s.counter.add(&s.counter.phaseBytes, phase, uint64(sc.wrote))
 	s.counter.zero.Add(uint64(len(gfns)) - n)

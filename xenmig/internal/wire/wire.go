@@ -22,7 +22,7 @@ import (
 )
 
 // Version is the protocol version this build speaks. Both ends must agree.
-const Version = 3
+const Version = 4
 
 // Magic opens every Hello body.
 const Magic = "XENMIG\x00\x01"
@@ -64,6 +64,7 @@ const (
 	TypeSync       Type = 20 // sender, on bulk streams: pages before it precede main's next control record
 	TypeDirect     Type = 21 // receiver, post-copy, answering owed: more gfns it could not page out
 	TypeShell      Type = 22 // receiver, post-copy: the shell exists; pages sent early are taken from now
+	TypeHot        Type = 23 // sender, post-copy, before the switchover: gfns the early push leaves out, written lately
 )
 
 var typeNames = map[Type]string{
@@ -73,13 +74,13 @@ var typeNames = map[Type]string{
 	TypeRequest: "request", TypePushDone: "push-done", TypeComplete: "complete",
 	TypeAbort: "abort", TypeStats: "stats", TypeFinished: "finished",
 	TypeGuestFinal: "guest-final", TypeResume: "resume", TypeLayout: "layout", TypeSync: "sync", TypeDirect: "direct",
-	TypeShell: "shell",
+	TypeShell: "shell", TypeHot: "hot",
 }
 
 // bodyBounds is the largest body of the record types that are small: the
 // handshake's, the JSON records and the empty control records (64 KiB,
 // room to grow). The others (config, prepared, pages, owed, cpu, request,
-// resume, layout) may carry a whole guest's gfns and have MaxBody; a type
+// resume, layout, hot) may carry a whole guest's gfns and have MaxBody; a type
 // this build does not know has smallBody.
 var bodyBounds = map[Type]uint32{
 	TypeHello: uint32(helloSize), TypeHelloAck: smallBody, TypeAbort: smallBody,

@@ -99,11 +99,13 @@ func (p *preparer) evict(ctx context.Context) {
 			return
 		}
 		if hot = p.takeHot(hot[:0]); len(hot) > 0 {
+			t, n := time.Now(), 0
 			for _, g := range hot {
-				if p.err = p.evictOne(g, &pace); p.err != nil {
+				if n, p.err = p.evictOne(g, n); p.err != nil {
 					return
 				}
 			}
+			pace.paged(n, time.Since(t))
 			continue
 		}
 		if d := pace.yield(p.covered.Load(), time.Now()); d > 0 {
@@ -115,13 +117,15 @@ func (p *preparer) evict(ctx context.Context) {
 			}
 			continue
 		}
+		t, n := time.Now(), 0
 		for bits := words[w]; bits != 0; {
 			b := 63 - mathbits.LeadingZeros64(bits)
 			bits &^= 1 << b
-			if p.err = p.evictOne(hypervisor.GFN(w*64+b), &pace); p.err != nil {
+			if n, p.err = p.evictOne(hypervisor.GFN(w*64+b), n); p.err != nil {
 				return
 			}
 		}
+		pace.paged(n, time.Since(t))
 		w--
 	}
 	p.r.prepMS = ms(time.Since(p.start))
@@ -137,19 +141,18 @@ func (p *preparer) evict(ctx context.Context) {
 		"evict_us": pace.perGFN() * 1e6}).Info("domain shell prepared")
 }
 
-// evictOne pages g out unless an early page (or the evictor) took it first.
-func (p *preparer) evictOne(g hypervisor.GFN, pace *evictPace) error {
+// evictOne pages g out unless an early page (or the evictor) took it first,
+// and returns n plus one if it did.
+func (p *preparer) evictOne(g hypervisor.GFN, n int) (int, error) {
 	if !p.out.Test(g) || !p.taken.claim(g) {
-		return nil // special, or written from an early page
+		return n, nil // special, or written from an early page
 	}
-	t := time.Now()
 	err := p.r.pageOutOne(g) // an EBUSY gfn joins r.direct
-	pace.paged(time.Since(t))
 	if p.r.direct.Test(g) {
 		p.busy.claim(g)
 	}
 	p.evicted.claim(g)
-	return err
+	return n + 1, err
 }
 
 // hint queues gfns the source will not send early (hot), to be paged out
@@ -220,10 +223,12 @@ const (
 	paceWait   = 500 * time.Microsecond
 )
 
-// paged records a gfn paged out in d.
-func (e *evictPace) paged(d time.Duration) {
-	e.n++
-	e.spent += d
+// paged records n gfns paged out in d.
+func (e *evictPace) paged(n int, d time.Duration) {
+	if n > 0 {
+		e.n += n
+		e.spent += d
+	}
 }
 
 // yield returns how long the evictor should wait for the early push, 0 to

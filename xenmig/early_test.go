@@ -200,9 +200,7 @@ func TestEvictPace(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var e evictPace
-			for range tc.paged {
-				e.paged(1500 * time.Nanosecond)
-			}
+			e.paged(tc.paged, time.Duration(tc.paged)*1500*time.Nanosecond)
 			e.yield(0, t0)
 			e.yield(tc.covered, ms(2))
 			if got := e.yield(tc.covered, tc.at); got != tc.want {

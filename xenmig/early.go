@@ -244,10 +244,7 @@ func (e *evictPace) yield(covered uint64, now time.Time) time.Duration {
 		e.rate = float64(covered-e.from) / now.Sub(e.at).Seconds()
 		e.at, e.from = now, covered
 	}
-	if e.n < learnGFNs || e.rate == 0 || now.Sub(e.stirred) > earlyQuiet {
-		return 0
-	}
-	if e.rate*e.perGFN() < 1 {
+	if e.n < learnGFNs || e.rate == 0 || now.Sub(e.stirred) > earlyQuiet || e.rate*e.perGFN() < 1 {
 		e.walks++
 		return 0
 	}

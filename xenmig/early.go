@@ -68,13 +68,18 @@ type preparer struct {
 // startPreparer pages out out in the background and sends prepared once
 // every gfn of it is paged out or written.
 func (r *receiver) startPreparer(ctx context.Context, out *hypervisor.Bitmap, start time.Time) *preparer {
-	ctx, cancel := context.WithCancel(ctx)
-	n := out.Len()
-	p := &preparer{r: r, out: out, taken: newClaimSet(n), evicted: newClaimSet(n), busy: newClaimSet(n), early: newClaimSet(n),
-		lateZero: newClaimSet(n), late: map[hypervisor.GFN][]byte{}, news: make(chan struct{}, 1), cancel: cancel,
-		done: make(chan struct{}), start: start}
+	p := newPreparer(r, out, start)
+	ctx, p.cancel = context.WithCancel(ctx)
 	go p.evict(ctx)
 	return p
+}
+
+// newPreparer returns r's preparer of out, its evictor not started.
+func newPreparer(r *receiver, out *hypervisor.Bitmap, start time.Time) *preparer {
+	n := out.Len()
+	return &preparer{r: r, out: out, taken: newClaimSet(n), evicted: newClaimSet(n), busy: newClaimSet(n), early: newClaimSet(n),
+		lateZero: newClaimSet(n), late: map[hypervisor.GFN][]byte{}, news: make(chan struct{}, 1),
+		done: make(chan struct{}), start: start}
 }
 
 // evict pages out every gfn no early page has taken, the hot ones first and

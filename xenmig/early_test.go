@@ -44,9 +44,7 @@ func TestPreparerInstall(t *testing.T) {
 			out.Set(g)
 		}
 	}
-	p := &preparer{r: &receiver{hv: h, dom: 1}, out: out, taken: newClaimSet(n), evicted: newClaimSet(n),
-		busy: newClaimSet(n), early: newClaimSet(n), lateZero: newClaimSet(n), late: map[hypervisor.GFN][]byte{},
-		done: make(chan struct{})}
+	p := newPreparer(&receiver{hv: h, dom: 1}, out, time.Now())
 	for _, g := range []hypervisor.GFN{9, 12, 20, 25} { // paged out already, or (25) being paged out
 		p.taken.claim(g)
 		if g != 25 {
@@ -147,9 +145,7 @@ func TestPreparerHotFirst(t *testing.T) {
 	log.SetOutput(io.Discard)
 	r := &receiver{pager: pager, direct: hypervisor.NewBitmap(n), log: logrus.NewEntry(log),
 		links: &links{main: &conn{w: wire.NewWriter(&sent)}}}
-	p := &preparer{r: r, out: out, taken: newClaimSet(n), evicted: newClaimSet(n), busy: newClaimSet(n),
-		early: newClaimSet(n), lateZero: newClaimSet(n), late: map[hypervisor.GFN][]byte{},
-		news: make(chan struct{}, 1), done: make(chan struct{})}
+	p := newPreparer(r, out, time.Now())
 	for g := hypervisor.GFN(0); g < 100; g++ {
 		p.taken.claim(g) // written from early pages
 	}

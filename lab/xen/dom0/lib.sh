@@ -52,19 +52,30 @@ hbwatch_start() {
 # guest_start NAME [MB] [EXTRA_CFG]: create the guest and wait for its first
 # heartbeat (the lab's TCG guest boots in about 20 s).
 # A guest the lab's emulation kills while it boots (a triple fault: gone,
-# as on_reboot says) is created again, up to five times in all (three was
-# not enough on a slow machine: a CI run lost three boots in a row).
+# as on_reboot says; nothing else touches a booting guest) is created
+# again, for as long as LAB_BOOT_SECONDS (600) since the first create
+# allow. A count was not enough: the deaths come in runs on a loaded
+# machine, and CI runs lost three, then five boots in a row. Fails when
+# the time is spent, or when a guest that lives sends no heartbeat in
+# 180 s.
 guest_start() {
-	local name=$1 t n=1
+	local name=$1 t n=1 end
+	end=$(($(date +%s) + ${LAB_BOOT_SECONDS:-600}))
 	guest_config "$@"
 	hbwatch_start
 	while :; do
 		t=$(now_ms)
 		xl create "/etc/xen/$name.cfg" || return 1
 		wait_hb "$t" 1 180 "$name" && break
-		if xl domid "$name" >/dev/null 2>&1 || [ $n -ge 5 ]; then
-			say "guest $name: no heartbeat within 180 s"
+		if xl domid "$name" >/dev/null 2>&1; then
+			GUEST_WHY="no heartbeat within 180 s of xl create"
+			say "guest $name: $GUEST_WHY"
 			xl list
+			return 1
+		fi
+		if [ "$(date +%s)" -ge "$end" ]; then
+			GUEST_WHY="died booting $n times in ${LAB_BOOT_SECONDS:-600} s (the lab's triple fault): raise LAB_BOOT_SECONDS"
+			say "guest $name $GUEST_WHY; $(triple_faults) triple faults in xl dmesg"
 			return 1
 		fi
 		say "guest $name died booting ($(triple_faults) triple faults in xl dmesg): creating it again"
@@ -232,9 +243,9 @@ restored() { grep -qx "$1" /run/lab-restored 2>/dev/null; }
 # again. So every move starts from a fresh guest. A failed scenario's
 # debris (NAME--incoming, NAME--migratedaway: its result named them) is
 # destroyed, or every later move of NAME would be refused. Prints what it
-# did; fails if the guest does not come up.
+# did; fails if the guest does not come up (GUEST_WHY says why).
 guest_ready() {
-	local name=$1 secs=$2 id st t cfg d n
+	local name=$1 secs=$2 id st t cfg d end
 	for d in "$name--incoming" "$name--migratedaway"; do
 		if id=$(xl domid "$d" 2>/dev/null); then
 			say "destroying $d (dom $id), left by an earlier scenario"
@@ -256,18 +267,28 @@ guest_ready() {
 		fi ;;
 		esac
 	fi
-	for n in 1 2 3; do # a guest the emulation kills meanwhile is started again
+	# A guest the emulation kills meanwhile is started again, within the
+	# same time as guest_start's boots.
+	end=$(($(date +%s) + ${LAB_BOOT_SECONDS:-600}))
+	while :; do
 		guest_ensure "$name" || return 1
 		t=$(now_ms)
 		if wait_hb "$t" "$secs" $((secs * 3 + 30)) "$name"; then
 			say "guest $name (dom $(xl domid "$name")) ready: $secs heartbeats in $(($(now_ms) - t)) ms"
 			return 0
 		fi
-		xl domid "$name" >/dev/null 2>&1 && break
+		if xl domid "$name" >/dev/null 2>&1; then
+			GUEST_WHY="heartbeat not steady for $secs s"
+			say "guest $name: $GUEST_WHY"
+			return 1
+		fi
+		if [ "$(date +%s)" -ge "$end" ]; then
+			GUEST_WHY="died before it was ready, still, after ${LAB_BOOT_SECONDS:-600} s (the lab's triple fault): raise LAB_BOOT_SECONDS"
+			say "guest $name $GUEST_WHY; $(triple_faults) triple faults in xl dmesg"
+			return 1
+		fi
 		say "guest $name died before it was ready ($(triple_faults) triple faults in xl dmesg)"
 	done
-	say "guest $name: heartbeat not steady for $secs s"
-	return 1
 }
 
 # scratch_create NAME [MB]: a PVH domain created paused that never runs (no
@@ -343,7 +364,7 @@ attempt_source() { echo "$1" >/lab/out/attempt-source; }
 # lab_attempts, and for the caller id0 (the source's domid) and tf0 (the
 # triple faults so far).
 move_begin() {
-	guest_ready "$1" 5 || { result mode="$2" ok=false error="guest not ready"; return 1; }
+	guest_ready "$1" 5 || { result mode="$2" ok=false error="guest not ready: $GUEST_WHY"; return 1; }
 	domwatch_start
 	id0=$(xl domid "$1")
 	attempt_source "$id0"

@@ -6,7 +6,7 @@
 # (a getpid, a 4 KiB copy) give TCG's slow-down against the host, where the
 # same binary runs them too (lab/xen/test). Informative: ok means they ran.
 . /lab/lib.sh
-guest_ensure hb || { result mode=bench ok=false error="guest did not start"; exit 1; }
+guest_ensure hb || { result mode=bench ok=false error="guest did not start: $GUEST_WHY"; exit 1; }
 scratch_create bench-scratch 128 || { result mode=bench ok=false error="scratch domain not created"; exit 1; }
 export XENMIG_TEST_DOMAIN=hb XENMIG_BENCH_SCRATCH=bench-scratch
 [ "$LAB_HV" = mempaging ] && export XENMIG_TEST_PAGING=1

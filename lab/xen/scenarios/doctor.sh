@@ -3,7 +3,7 @@
 # paging is unavailable (ENOSYS) and exit 6; on the mem_paging build it must
 # find paging and a pageable guest and exit 0.
 . /lab/lib.sh
-guest_ensure hb || { result mode=doctor ok=false error="guest did not start"; exit 1; }
+guest_ensure hb || { result mode=doctor ok=false error="guest did not start: $GUEST_WHY"; exit 1; }
 t=$(now_ms)
 xenmig doctor hb --json >/lab/out/doctor.out 2>/lab/out/doctor.err
 rc=$?

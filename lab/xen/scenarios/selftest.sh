@@ -9,7 +9,7 @@
 # not to be trusted.
 . /lab/lib.sh
 secs=${LAB_SELFTEST_SECONDS:-60}
-guest_ensure hb || { result mode=selftest ok=false error="guest did not start"; exit 1; }
+guest_ensure hb || { result mode=selftest ok=false error="guest did not start: $GUEST_WHY"; exit 1; }
 # A domain that never runs: nothing but the self-test writes its memory.
 scratch_create selftest-scratch 128 || { result mode=selftest ok=false error="scratch domain not created"; exit 1; }
 t=$(now_ms)

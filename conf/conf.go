@@ -199,6 +199,12 @@ type SimConfig struct {
 	// under QEMU TCG) or "none" (the machine's speed, with notify_latency)
 	// ("xen").
 	Costs string `toml:"costs"`
+	// ResidentMemory is memory a simulated host faults in when it starts
+	// and gives its domains, as a Xen host's RAM is resident before any
+	// page arrives; without it every page a destination installs is first
+	// faulted in by the kernel, a cost of this machine, not of Xen (0,
+	// none: for a receiver that benchmarks, the largest guest's size).
+	ResidentMemory Size `toml:"resident_memory"`
 	// Guest is the domain a simulated host starts with ([sim.guest]).
 	Guest GuestConfig `toml:"guest"`
 }

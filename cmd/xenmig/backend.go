@@ -39,7 +39,7 @@ func (a *app) openBackend() (hypervisor.Hypervisor, func(), error) {
 }
 
 // simHost returns a simulated host with the [sim] table's notification
-// latency and cost model.
+// latency, cost model and resident memory.
 func (a *app) simHost() (*sim.Host, error) {
 	costs, err := sim.ParseCosts(a.cfg.Sim.Costs)
 	if err != nil {
@@ -48,6 +48,9 @@ func (a *app) simHost() (*sim.Host, error) {
 	opts := []sim.Option{sim.WithNotifyLatency(a.cfg.Sim.NotifyLatency.Duration())}
 	if costs != (sim.Costs{}) {
 		opts = append(opts, sim.WithCosts(costs))
+	}
+	if m := a.cfg.Sim.ResidentMemory; m > 0 {
+		opts = append(opts, sim.WithResidentMemory(m.Bytes()))
 	}
 	return sim.NewHost(opts...), nil
 }

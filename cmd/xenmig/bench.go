@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -263,7 +265,7 @@ func (a *app) bench(ctx context.Context, b conf.BenchConfig, m benchMatrix, warm
 	total := len(m.rates) * len(m.methods) * len(m.workloads) * len(m.sizes) * m.reps
 	n := 0
 	for _, rate := range m.rates {
-		err := a.benchLink(ctx, self, rate, b.Delay.Duration(), b.MTU, func(lab *netlab.Lab, dest string) error {
+		err := a.benchLink(ctx, self, rate, b.Delay.Duration(), b.MTU, slices.Max(m.sizes), func(lab *netlab.Lab, dest string) error {
 			for _, size := range m.sizes {
 				for _, w := range m.workloads {
 					for _, meth := range m.methods {
@@ -344,8 +346,10 @@ var simCostsHuman = map[string]string{
 }
 
 // benchLink builds the lab for one link rate (0: unshaped), starts the
-// destination host in it, and runs f; everything is removed afterwards.
-func (a *app) benchLink(ctx context.Context, self string, rate uint64, delay time.Duration, mtu int, f func(lab *netlab.Lab, dest string) error) error {
+// destination host in it, with resident memory for a guest of guest bytes
+// (sim.resident_memory, unless set), and runs f once it listens; everything
+// is removed afterwards.
+func (a *app) benchLink(ctx context.Context, self string, rate uint64, delay time.Duration, mtu int, guest conf.Size, f func(lab *netlab.Lab, dest string) error) error {
 	if _, err := netlab.RemoveStale(ctx, netlab.DefaultPrefix); err != nil {
 		a.log.WithError(err).Warn("could not remove namespaces left by an earlier run")
 	}
@@ -362,6 +366,12 @@ func (a *app) benchLink(ctx context.Context, self string, rate uint64, delay tim
 
 	dest := lab.Addr(netlab.B) + ":8002"
 	args := append([]string{"--backend", "sim", "--insecure-plaintext", "--log-level", "error"}, a.simArgs()...)
+	if a.cfg.Sim.ResidentMemory == 0 {
+		// A Xen host's memory is resident before a page arrives; the
+		// receiver faults it in before it listens, not page by page
+		// as it installs them (docs/BENCH.md, "Resident memory").
+		args = append(args, "--sim-resident-memory", guest.String())
+	}
 	recv := lab.Command(ctx, netlab.B, self, append(args, "receive", "--listen", dest, "--serve", "--discard", "--json")...)
 	recv.Stderr = os.Stderr
 	recvOut, err := recv.StdoutPipe()
@@ -372,14 +382,14 @@ func (a *app) benchLink(ctx context.Context, self string, rate uint64, delay tim
 		return withCode(exitFailure, fmt.Errorf("start the destination host: %w", err))
 	}
 	defer func() { recv.Process.Kill(); recv.Wait() }()
-	go func() { // the receiver's events are not needed; keep its pipe drained
-		buf := make([]byte, 4096)
-		for {
-			if _, err := recvOut.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
+	// Its first event says it listens (after faulting its memory in:
+	// seconds a GiB here); the rest are not needed, but its pipe is kept
+	// drained.
+	events := bufio.NewReader(recvOut)
+	if _, err := events.ReadString('\n'); err != nil {
+		return withCode(exitFailure, fmt.Errorf("the destination host did not start listening (its errors are above): %w", err))
+	}
+	go io.Copy(io.Discard, events)
 	if err := f(lab, dest); err != nil {
 		if ctx.Err() != nil {
 			return withCode(exitFailure, ctx.Err())

@@ -75,6 +75,7 @@ type app struct {
 	backend    string
 	plaintext  bool
 	simCosts   string
+	simMemory  string
 	cfg        conf.Config
 	log        *logrus.Logger
 	metrics    *metrics.Receiver // the receiver's metrics, when served
@@ -137,6 +138,8 @@ Without Xen (no /dev/xen/privcmd) every command runs on a simulated Xen host.
 		"plain TCP without TLS (tls.insecure_plaintext): for loopback tests only")
 	root.PersistentFlags().StringVar(&a.simCosts, "sim-costs", "",
 		`simulated hosts' cost model: "xen" (a real Xen host's estimated costs), "lab" (the TCG lab's), "none" (this machine's speed) (overrides sim.costs)`)
+	root.PersistentFlags().StringVar(&a.simMemory, "sim-resident-memory", "",
+		`memory a simulated host faults in at start and gives its domains, as a Xen host's RAM is resident, e.g. "1G" (overrides sim.resident_memory)`)
 	root.PersistentFlags().StringVar(&a.cpuProfile, "cpuprofile", "", "write a CPU profile of this command to FILE (go tool pprof)")
 	root.PersistentFlags().StringVar(&a.memProfile, "memprofile", "", "write a memory profile (allocations and heap) of this command to FILE at its end")
 	root.PersistentFlags().StringVar(&a.traceFile, "trace", "", "write an execution trace of this command to FILE (go tool trace): where wall time goes that a CPU profile does not show, such as waits on the network")
@@ -166,6 +169,11 @@ func (a *app) setup() error {
 	}
 	if a.simCosts != "" {
 		a.cfg.Sim.Costs = a.simCosts
+	}
+	if a.simMemory != "" {
+		if err := a.cfg.Sim.ResidentMemory.UnmarshalText([]byte(a.simMemory)); err != nil {
+			return withCode(exitUsage, fmt.Errorf("--sim-resident-memory: %w", err))
+		}
 	}
 	if err := a.cfg.Validate(); err != nil {
 		return withCode(exitUsage, err)

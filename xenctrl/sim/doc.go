@@ -8,12 +8,15 @@
 // process or in two, are two independent machines, as the sender and receiver
 // of a migration are.
 //
-// Guest memory is real memory: one anonymous private mapping per domain,
-// MemoryPages pages of 4 KiB over the gfn space [0, MemoryPages), with holes
-// that are never populated. Each gfn has a p2m type changed only by atomic
+// Guest memory is real memory: MemoryPages pages of 4 KiB over the gfn space
+// [0, MemoryPages), with holes that are never populated; an anonymous
+// private mapping per domain, or a run of the host's resident memory
+// (WithResidentMemory), faulted in when the host was made, as a Xen host's
+// RAM is. Each gfn has a p2m type changed only by atomic
 // compare-and-swap: unpopulated, RAM, or one of the mem_paging states
 // (nominated "paging-out", evicted "paged", "paging-in"). Depopulate and
-// Evict drop a frame with madvise(MADV_DONTNEED); Destroy unmaps it all.
+// Evict drop a frame: madvise(MADV_DONTNEED), or zeroed in resident memory;
+// Destroy unmaps it all, or gives it back to the host zeroed.
 //
 // vCPUs are goroutines, each running a workload program step by step. Step
 // boundaries are the only points where a vCPU pauses, stops at StopAt or

@@ -86,7 +86,7 @@ func (h *Host) newDomain(id hypervisor.DomID, s GuestSpec) (*domain, error) {
 	if err != nil {
 		return nil, err
 	}
-	mem, err := newMemory(s.MemoryPages)
+	mem, err := newMemory(s.MemoryPages, h.heap)
 	if err != nil {
 		return nil, fmt.Errorf("create domain %q: %w", s.Name, err)
 	}

@@ -31,6 +31,8 @@ type Host struct {
 	instance      uint64 // tells this host's ring pages from another's
 	cpuFeatures   uint64 // the CPU features this host offers guests
 	noPaging      bool   // built without mem_paging: EnablePaging fails
+	resident      uint64 // bytes of resident memory asked for (WithResidentMemory)
+	heap          *heap  // that memory, which domains take theirs from; nil: none
 
 	mu     sync.Mutex
 	doms   map[hypervisor.DomID]*domain
@@ -52,6 +54,13 @@ func NewHost(opts ...Option) *Host {
 	for _, o := range opts {
 		o(h)
 	}
+	if h.resident > 0 {
+		hp, err := newHeap(h.resident / hypervisor.PageSize)
+		if err != nil {
+			h.log.WithError(err).Warn("no resident memory: domains map their own")
+		}
+		h.heap = hp
+	}
 	return h
 }
 
@@ -68,6 +77,11 @@ func (h *Host) Close() error {
 	var first error
 	for _, d := range doms {
 		if err := d.destroy(); err != nil && first == nil {
+			first = err
+		}
+	}
+	if h.heap != nil {
+		if err := h.heap.unmap(); err != nil && first == nil {
 			first = err
 		}
 	}

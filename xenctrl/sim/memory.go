@@ -31,12 +31,15 @@ func pagedOut(st uint32) bool { return st == stPaged || st == stPagingIn }
 // inPaging reports whether st is one of the pager's states.
 func inPaging(st uint32) bool { return st >= stPagingOut }
 
-// memory is one domain's guest-physical memory: an anonymous mapping of the
-// whole gfn space and the p2m type of every gfn. Each gfn changes type only by
-// compare-and-swap, so the vCPUs' fast path is a single atomic load.
+// memory is one domain's guest-physical memory: the whole gfn space, an
+// anonymous mapping of its own or a run of its host's resident memory, and
+// the p2m type of every gfn. Each gfn changes type only by compare-and-swap,
+// so the vCPUs' fast path is a single atomic load.
 type memory struct {
-	buf []byte
-	p2m []atomic.Uint32
+	buf  []byte
+	heap *heap // buf is pages of it from base; nil: buf is a mapping of its own
+	base uint64
+	p2m  []atomic.Uint32
 	// evictFail has a bit per gfn whose nomination a guest access cancelled
 	// (MEM_PAGING_EVICT_FAIL): Evict then fails with ErrBusy, not ErrInvalid.
 	evictFail []atomic.Uint64
@@ -49,8 +52,20 @@ type memory struct {
 	dirty atomic.Pointer[dirtyLog] // nil unless log-dirty is enabled
 }
 
-// newMemory maps pages zeroed, unpopulated pages.
-func newMemory(pages uint64) (*memory, error) {
+// newMemory returns pages zeroed, unpopulated pages: from h, resident, if
+// it has a free run that long, else a mapping of their own.
+func newMemory(pages uint64, h *heap) (*memory, error) {
+	m := &memory{
+		p2m:       make([]atomic.Uint32, pages),
+		evictFail: make([]atomic.Uint64, (pages+63)/64),
+	}
+	if h != nil {
+		var ok bool
+		if m.base, m.buf, ok = h.take(pages); ok {
+			m.heap = h
+			return m, nil
+		}
+	}
 	buf, err := unix.Mmap(-1, 0, int(pages*hypervisor.PageSize),
 		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 	if err != nil {
@@ -62,16 +77,16 @@ func newMemory(pages uint64) (*memory, error) {
 	// lazily (a VM), the first touch of a 2 MiB page stops that CPU for
 	// milliseconds while the host fills it, and the link with it: 4 KiB
 	// faults cost about a microsecond each and never stall.
-	return &memory{
-		buf:       buf,
-		p2m:       make([]atomic.Uint32, pages),
-		evictFail: make([]atomic.Uint64, (pages+63)/64),
-	}, nil
+	m.buf = buf
+	return m, nil
 }
 
-// unmap releases the mapping; nothing may touch the memory afterwards.
+// unmap releases the memory (to the host's heap, zeroed, if it came from there);
+// nothing may touch it afterwards.
 func (m *memory) unmap() error {
-	if err := unix.Munmap(m.buf); err != nil {
+	if m.heap != nil {
+		m.heap.give(m.base, m.pages())
+	} else if err := unix.Munmap(m.buf); err != nil {
 		return fmt.Errorf("munmap guest memory: %w", err)
 	}
 	m.buf = nil
@@ -114,9 +129,16 @@ func (m *memory) cas(g hypervisor.GFN, from, to uint32) bool {
 	return true
 }
 
-// drop discards g's content: its page reads as zero afterwards.
+// drop discards g's content: its page reads as zero afterwards. Resident
+// memory is zeroed and stays resident, as a frame Xen takes back goes to
+// its heap; a mapping of the domain's own gives the page back to the
+// kernel, whose next touch faults a zero page in.
 func (m *memory) drop(g hypervisor.GFN) {
 	p := m.page(g)
+	if m.heap != nil {
+		clear(p)
+		return
+	}
 	if err := unix.Madvise(p, unix.MADV_DONTNEED); err != nil {
 		clear(p)
 	}

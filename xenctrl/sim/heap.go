@@ -1,0 +1,95 @@
+package sim
+
+import (
+	"fmt"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xenmig/xenmig/hypervisor"
+)
+
+// heap is a host's resident memory (WithResidentMemory): one mapping,
+// faulted in when the host is made, from which domains take their gfn
+// space and to which they give it back, zeroed, when destroyed. A Xen
+// host's domains take their memory from RAM that is resident before any
+// page arrives, and an evicted frame goes back to Xen's heap, still
+// resident; memory mapped per domain is filled by the kernel on first
+// touch instead, at 4-18 µs a page on a VM whose own host backs it lazily,
+// which a real host never pays.
+type heap struct {
+	buf []byte
+
+	mu   sync.Mutex
+	free []span // ascending, never adjacent
+}
+
+// span is a run of pages of a heap.
+type span struct{ start, n uint64 }
+
+// newHeap maps pages and faults every one in.
+func newHeap(pages uint64) (*heap, error) {
+	buf, err := unix.Mmap(-1, 0, int(pages*hypervisor.PageSize),
+		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, fmt.Errorf("mmap %d resident pages: %w", pages, err)
+	}
+	if err := unix.Madvise(buf, unix.MADV_POPULATE_WRITE); err != nil {
+		for off := 0; off < len(buf); off += hypervisor.PageSize { // before Linux 5.14
+			buf[off] = 0
+		}
+	}
+	return &heap{buf: buf, free: []span{{0, pages}}}, nil
+}
+
+// take returns pages of the heap (the first run long enough) and the
+// index of the first, or false if no free run is that long.
+func (a *heap) take(pages uint64) (start uint64, buf []byte, ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, s := range a.free {
+		if s.n < pages {
+			continue
+		}
+		if s.n == pages {
+			a.free = append(a.free[:i], a.free[i+1:]...)
+		} else {
+			a.free[i] = span{s.start + pages, s.n - pages}
+		}
+		lo, hi := s.start*hypervisor.PageSize, (s.start+pages)*hypervisor.PageSize
+		return s.start, a.buf[lo:hi:hi], true
+	}
+	return 0, nil, false
+}
+
+// give takes back the pages take returned, zeroing them for their next
+// domain.
+func (a *heap) give(start, pages uint64) {
+	clear(a.buf[start*hypervisor.PageSize : (start+pages)*hypervisor.PageSize])
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	i := 0
+	for i < len(a.free) && a.free[i].start < start {
+		i++
+	}
+	a.free = append(a.free, span{})
+	copy(a.free[i+1:], a.free[i:])
+	a.free[i] = span{start, pages}
+	if i+1 < len(a.free) && start+pages == a.free[i+1].start { // joins the next run
+		a.free[i].n += a.free[i+1].n
+		a.free = append(a.free[:i+1], a.free[i+2:]...)
+	}
+	if i > 0 && a.free[i-1].start+a.free[i-1].n == start { // and the one before
+		a.free[i-1].n += a.free[i].n
+		a.free = append(a.free[:i], a.free[i+1:]...)
+	}
+}
+
+// unmap releases the mapping; every domain must have given its pages back.
+func (a *heap) unmap() error {
+	if err := unix.Munmap(a.buf); err != nil {
+		return fmt.Errorf("munmap resident memory: %w", err)
+	}
+	a.buf = nil
+	return nil
+}

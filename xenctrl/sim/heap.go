@@ -44,52 +44,52 @@ func newHeap(pages uint64) (*heap, error) {
 
 // take returns pages of the heap (the first run long enough) and the
 // index of the first, or false if no free run is that long.
-func (a *heap) take(pages uint64) (start uint64, buf []byte, ok bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for i, s := range a.free {
+func (hp *heap) take(pages uint64) (start uint64, buf []byte, ok bool) {
+	hp.mu.Lock()
+	defer hp.mu.Unlock()
+	for i, s := range hp.free {
 		if s.n < pages {
 			continue
 		}
 		if s.n == pages {
-			a.free = append(a.free[:i], a.free[i+1:]...)
+			hp.free = append(hp.free[:i], hp.free[i+1:]...)
 		} else {
-			a.free[i] = span{s.start + pages, s.n - pages}
+			hp.free[i] = span{s.start + pages, s.n - pages}
 		}
 		lo, hi := s.start*hypervisor.PageSize, (s.start+pages)*hypervisor.PageSize
-		return s.start, a.buf[lo:hi:hi], true
+		return s.start, hp.buf[lo:hi:hi], true
 	}
 	return 0, nil, false
 }
 
 // give takes back the pages take returned, zeroing them for their next
 // domain.
-func (a *heap) give(start, pages uint64) {
-	clear(a.buf[start*hypervisor.PageSize : (start+pages)*hypervisor.PageSize])
-	a.mu.Lock()
-	defer a.mu.Unlock()
+func (hp *heap) give(start, pages uint64) {
+	clear(hp.buf[start*hypervisor.PageSize : (start+pages)*hypervisor.PageSize])
+	hp.mu.Lock()
+	defer hp.mu.Unlock()
 	i := 0
-	for i < len(a.free) && a.free[i].start < start {
+	for i < len(hp.free) && hp.free[i].start < start {
 		i++
 	}
-	a.free = append(a.free, span{})
-	copy(a.free[i+1:], a.free[i:])
-	a.free[i] = span{start, pages}
-	if i+1 < len(a.free) && start+pages == a.free[i+1].start { // joins the next run
-		a.free[i].n += a.free[i+1].n
-		a.free = append(a.free[:i+1], a.free[i+2:]...)
+	hp.free = append(hp.free, span{})
+	copy(hp.free[i+1:], hp.free[i:])
+	hp.free[i] = span{start, pages}
+	if i+1 < len(hp.free) && start+pages == hp.free[i+1].start { // joins the next run
+		hp.free[i].n += hp.free[i+1].n
+		hp.free = append(hp.free[:i+1], hp.free[i+2:]...)
 	}
-	if i > 0 && a.free[i-1].start+a.free[i-1].n == start { // and the one before
-		a.free[i-1].n += a.free[i].n
-		a.free = append(a.free[:i], a.free[i+1:]...)
+	if i > 0 && hp.free[i-1].start+hp.free[i-1].n == start { // and the one before
+		hp.free[i-1].n += hp.free[i].n
+		hp.free = append(hp.free[:i], hp.free[i+1:]...)
 	}
 }
 
 // unmap releases the mapping; every domain must have given its pages back.
-func (a *heap) unmap() error {
-	if err := unix.Munmap(a.buf); err != nil {
+func (hp *heap) unmap() error {
+	if err := unix.Munmap(hp.buf); err != nil {
 		return fmt.Errorf("munmap resident memory: %w", err)
 	}
-	a.buf = nil
+	hp.buf = nil
 	return nil
 }

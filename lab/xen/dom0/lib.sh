@@ -53,14 +53,14 @@ hbwatch_start() {
 # heartbeat (the lab's TCG guest boots in about 20 s).
 # A guest the lab's emulation kills while it boots (a triple fault: gone,
 # as on_reboot says; nothing else touches a booting guest) is created
-# again, for as long as LAB_BOOT_SECONDS (600) since the first create
-# allow. A count was not enough: the deaths come in runs on a loaded
-# machine, and CI runs lost three, then five boots in a row. Fails when
-# the time is spent, or when a guest that lives sends no heartbeat in
-# 180 s.
+# again until boot_deadline passes: LAB_BOOT_SECONDS (600) from the first
+# create, or from guest_ready's call when guest_ready started this one (one
+# bound for both, not one each). A count was not enough: the deaths come in
+# runs on a loaded machine, and CI runs lost three, then five boots in a
+# row. Fails when the time is spent, or when a guest that lives sends no
+# heartbeat in 180 s.
 guest_start() {
-	local name=$1 t n=1 end
-	end=$(($(date +%s) + ${LAB_BOOT_SECONDS:-600}))
+	local name=$1 t n=1 boot_end=${boot_end:-$(boot_deadline)}
 	guest_config "$@"
 	hbwatch_start
 	while :; do
@@ -73,15 +73,23 @@ guest_start() {
 			xl list
 			return 1
 		fi
-		if [ "$(date +%s)" -ge "$end" ]; then
-			GUEST_WHY="died booting $n times in ${LAB_BOOT_SECONDS:-600} s (the lab's triple fault): raise LAB_BOOT_SECONDS"
-			say "guest $name $GUEST_WHY; $(triple_faults) triple faults in xl dmesg"
-			return 1
-		fi
+		boot_spent "$name" "died booting $n times" && return 1
 		say "guest $name died booting ($(triple_faults) triple faults in xl dmesg): creating it again"
 		n=$((n + 1))
 	done
 	say "guest $name up: first heartbeat $(($(hb_first_after "$t") - t)) ms after xl create"
+}
+
+# boot_deadline: the time (s since the epoch) until which a guest that dies
+# while it boots is started again: LAB_BOOT_SECONDS (600) from now.
+boot_deadline() { echo $(($(date +%s) + ${LAB_BOOT_SECONDS:-600})); }
+
+# boot_spent NAME WHAT: true, with GUEST_WHY set and said, once boot_end
+# (the caller's boot_deadline) has passed; WHAT is what the guest did.
+boot_spent() {
+	[ "$(date +%s)" -ge "$boot_end" ] || return 1
+	GUEST_WHY="$2 in ${LAB_BOOT_SECONDS:-600} s (the lab's triple fault): raise LAB_BOOT_SECONDS"
+	say "guest $1 $GUEST_WHY; $(triple_faults) triple faults in xl dmesg"
 }
 
 # hb_lines_after T: the heartbeat lines seen after T (ms).
@@ -245,7 +253,7 @@ restored() { grep -qx "$1" /run/lab-restored 2>/dev/null; }
 # destroyed, or every later move of NAME would be refused. Prints what it
 # did; fails if the guest does not come up (GUEST_WHY says why).
 guest_ready() {
-	local name=$1 secs=$2 id st t cfg d end
+	local name=$1 secs=$2 id st t cfg d boot_end
 	for d in "$name--incoming" "$name--migratedaway"; do
 		if id=$(xl domid "$d" 2>/dev/null); then
 			say "destroying $d (dom $id), left by an earlier scenario"
@@ -267,9 +275,9 @@ guest_ready() {
 		fi ;;
 		esac
 	fi
-	# A guest the emulation kills meanwhile is started again, within the
-	# same time as guest_start's boots.
-	end=$(($(date +%s) + ${LAB_BOOT_SECONDS:-600}))
+	# A guest the emulation kills meanwhile is started again; guest_start's
+	# boots share this deadline.
+	boot_end=$(boot_deadline)
 	while :; do
 		guest_ensure "$name" || return 1
 		t=$(now_ms)
@@ -282,11 +290,7 @@ guest_ready() {
 			say "guest $name: $GUEST_WHY"
 			return 1
 		fi
-		if [ "$(date +%s)" -ge "$end" ]; then
-			GUEST_WHY="died before it was ready, still, after ${LAB_BOOT_SECONDS:-600} s (the lab's triple fault): raise LAB_BOOT_SECONDS"
-			say "guest $name $GUEST_WHY; $(triple_faults) triple faults in xl dmesg"
-			return 1
-		fi
+		boot_spent "$name" "died before it was ready, still," && return 1
 		say "guest $name died before it was ready ($(triple_faults) triple faults in xl dmesg)"
 	done
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,43 +44,6 @@ type sender struct {
 	owned      atomic.Uint64 // non-zero pages seen, across phases (for pages_owned)
 	ownedSeen  *claimSet     // gfns counted in owned
 	progress   progressState
-}
-
-// counters are the sender's traffic measures, updated from several goroutines.
-type counters struct {
-	phasePages, phaseBytes sync.Map // phase -> *atomic.Uint64
-	zero                   atomic.Uint64
-	bytes                  atomic.Uint64
-}
-
-func (c *counters) add(m *sync.Map, phase string, n uint64) {
-	v, _ := m.LoadOrStore(phase, new(atomic.Uint64))
-	v.(*atomic.Uint64).Add(n)
-}
-
-func (c *counters) snapshot(m *sync.Map) map[string]uint64 {
-	out := map[string]uint64{}
-	m.Range(func(k, v any) bool {
-		out[k.(string)] = v.(*atomic.Uint64).Load()
-		return true
-	})
-	return out
-}
-
-// progressState is what the progress reporter reads.
-type progressState struct {
-	mu    sync.Mutex
-	phase string
-	round int
-	total uint64
-	done  atomic.Uint64
-}
-
-func (p *progressState) set(phase string, round int, total uint64) {
-	p.mu.Lock()
-	p.phase, p.round, p.total = phase, round, total
-	p.done.Store(0)
-	p.mu.Unlock()
 }
 
 // Migrate moves domain dom from hv to the xenmig receiver at addr according
@@ -576,118 +538,4 @@ func (s *sender) guestReport(res *Result) {
 		return
 	}
 	res.Digest = g.Digest
-}
-
-// precopy runs rounds over the dirty log until it converges or a limit is
-// reached, and returns the gfns dirtied in the last round (not yet resent).
-func (s *sender) precopy(ctx context.Context, heat []uint8) (*hypervisor.Bitmap, int, error) {
-	flags := wire.PageFlags(0)
-	if s.plan.Mode == Hybrid {
-		flags = wire.PagesStage
-	}
-	limitBytes := uint64(s.plan.PrecopyMaxFactor * float64(s.populated.Count()) * hypervisor.PageSize)
-	toSend := s.populated
-	maxRounds := s.plan.PrecopyMaxRounds
-	if s.plan.Mode == Hybrid && s.plan.HybridRounds > 0 {
-		maxRounds = s.plan.HybridRounds
-	}
-	prev := ^uint64(0)
-	for round := 1; ; round++ {
-		s.progress.set("precopy", round, toSend.Count())
-		if err := s.sendSet(ctx, toSend, flags, phasePrecopy); err != nil {
-			return nil, round, err
-		}
-		dirty, err := s.hv.DirtyLog(s.dom, true)
-		if err != nil {
-			return nil, round, fmt.Errorf("pre-copy round %d: dirty log: %w", round, err)
-		}
-		// Only what is populated now can be read: the guest's balloon may
-		// have moved since the layout was read. A gfn it gives back and
-		// takes again is dirtied by that, so it comes round again.
-		pop, err := s.hv.Populated(s.dom)
-		if err != nil {
-			return nil, round, fmt.Errorf("pre-copy round %d: layout: %w", round, err)
-		}
-		dirty.And(pop)
-		n := dirty.Count()
-		if heat != nil {
-			dirty.ForEach(func(g hypervisor.GFN) {
-				if heat[g] < 255 {
-					heat[g]++
-				}
-			})
-		}
-		s.log.WithFields(logrus.Fields{"round": round, "sent": toSend.Count(), "dirty": n}).Info("pre-copy round")
-		sent := s.counter.snapshot(&s.counter.phaseBytes)[phasePrecopy]
-		switch {
-		case n <= uint64(s.plan.PrecopyDirtyThreshold),
-			round >= maxRounds,
-			sent >= limitBytes,
-			s.plan.Mode == Hybrid && s.plan.HybridRounds == 0 && n >= prev:
-			return dirty, round, nil
-		}
-		prev = n
-		toSend = dirty
-	}
-}
-
-// sampleOps measures the guest's throughput before the migration starts,
-// over a short window, when the backend can see it.
-func (s *sender) sampleOps(ctx context.Context) float64 {
-	window := s.plan.ThroughputSample
-	a, ok := s.ops()
-	if !ok || window <= 0 {
-		return 0
-	}
-	t := time.Now()
-	select {
-	case <-ctx.Done():
-		return 0
-	case <-time.After(window):
-	}
-	b, _ := s.ops()
-	return float64(b-a) / time.Since(t).Seconds()
-}
-
-// ops returns the guest's operation counter, when the backend can see it.
-func (s *sender) ops() (uint64, bool) {
-	in, ok := s.hv.(hypervisor.Inspector)
-	if !ok {
-		return 0, false
-	}
-	p, err := in.Progress(s.dom)
-	if err != nil {
-		return 0, false
-	}
-	return p.Ops, true
-}
-
-// reportProgress calls the progress callback every interval until stopped.
-func (s *sender) reportProgress() (stop func()) {
-	if s.options.progress == nil {
-		return func() {}
-	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	snap := func() Progress {
-		s.progress.mu.Lock()
-		defer s.progress.mu.Unlock()
-		return Progress{Phase: s.progress.phase, Round: s.progress.round, Done: s.progress.done.Load(),
-			Total: s.progress.total, Bytes: s.counter.bytes.Load(), Elapsed: time.Since(s.start)}
-	}
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(s.options.interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				s.options.progress(snap())
-				return
-			case <-t.C:
-				s.options.progress(snap())
-			}
-		}
-	}()
-	return func() { close(done); <-finished }
 }

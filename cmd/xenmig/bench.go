@@ -403,9 +403,18 @@ func (a *app) benchLink(ctx context.Context, self string, rate uint64, delay tim
 // one is reported instead of stalling the matrix.
 const benchRunTimeout = 5 * time.Minute
 
-// benchRun runs one migration in namespace A and returns its result.
+// benchRun runs one migration in namespace A, from a source host with
+// resident memory for the guest (sim.resident_memory, unless set), and
+// returns its result.
 func (a *app) benchRun(ctx context.Context, lab *netlab.Lab, self, dest string, meth benchMethod, w benchWorkload, size conf.Size, warmup, run time.Duration) (*xenmig.Result, error) {
 	args := append([]string{"--backend", "sim", "--insecure-plaintext", "--log-level", "error"}, a.simArgs()...)
+	if a.cfg.Sim.ResidentMemory == 0 {
+		// The source's too: a Xen domain's memory is all allocated when
+		// it is made, and reading a page the guest never touched must
+		// not cost the kernel's fault of a zero page (docs/BENCH.md,
+		// "Resident memory").
+		args = append(args, "--sim-resident-memory", size.String())
+	}
 	args = append(args, "migrate", "bench", dest, "--json", "--mode", meth.mode,
 		"--sim-size", size.String(), "--sim-workload", w.kind, "--sim-warmup", warmup.String())
 	if meth.push != "" {

@@ -77,11 +77,17 @@ func newSendQueue(tcp *net.TCPConn) *sendQueue {
 // up to zeroBatches times pages, or a run of zero pages would take as many
 // records, each a round of reads, a write and installs, as data pages would.
 func (q *sendQueue) batch(pages int, zeroShare float64) int {
-	data := min(pages, q.size/hypervisor.PageSize)
+	return zeroBatch(min(pages, q.size/hypervisor.PageSize), pages*zeroBatches, zeroShare)
+}
+
+// zeroBatch returns how many gfns a batch should hold to carry about data
+// data pages, if the share zeroShare of them is zero as in the last
+// batch, and at most most.
+func zeroBatch(data, most int, zeroShare float64) int {
 	if zeroShare >= 1 {
-		return pages * zeroBatches
+		return most
 	}
-	return min(pages*zeroBatches, int(float64(data)/(1-zeroShare)))
+	return min(most, int(float64(data)/(1-zeroShare)))
 }
 
 // zeroBatches bounds how many times more gfns than pages a push batch of

@@ -55,14 +55,20 @@ func (s *sender) sendSet(ctx context.Context, set *hypervisor.Bitmap, flags wire
 }
 
 // sendShare sends the gfns of set in stream i's chunks on c.
+// A batch holds BatchPages data pages, and more gfns where the last one's
+// were zero (zeroBatch): a record per 64 zero pages made the rounds over
+// an idle guest's memory a round trip of small records.
 func (s *sender) sendShare(ctx context.Context, c *conn, set *hypervisor.Bitmap, i, streams int, flags wire.PageFlags, phase string) error {
-	sc := newScratch(s.plan.BatchPages)
-	batch := make([]hypervisor.GFN, 0, s.plan.BatchPages)
+	most := s.plan.BatchPages * zeroBatches
+	sc := newScratch(most)
+	batch := make([]hypervisor.GFN, 0, most)
+	want := s.plan.BatchPages
 	for g := range shareOf(set.Words(), i, streams) {
-		if batch = append(batch, g); len(batch) == cap(batch) {
+		if batch = append(batch, g); len(batch) == want {
 			if err := s.sendPages(ctx, c, sc, batch, flags, phase); err != nil {
 				return err
 			}
+			want = zeroBatch(s.plan.BatchPages, most, float64(sc.zeros)/float64(len(batch)))
 			batch = batch[:0]
 		}
 	}
@@ -157,12 +163,17 @@ func (p *dirtyPeek) get() (*hypervisor.Bitmap, error) {
 // has not written since log-dirty began (as peek last saw it), until stop
 // closes or none is left.
 func (s *sender) earlyShare(ctx context.Context, c *conn, i, streams int, stop <-chan struct{}, sent *claimSet, peek *dirtyPeek) error {
-	sc := newScratch(s.plan.BatchPages)
+	sc := newScratch(s.plan.BatchPages * zeroBatches)
 	sc.sent = sent
 	// Whatever is queued when the destination is prepared waits in front
 	// of the layout and the vCPU state, in the downtime: queue little.
+	// Batches of zero pages grow as the push's do (sendQueue.batch): the
+	// early push of a mostly empty guest covers its gfns at the rate of
+	// its records, and 64 gfns a record made the destination's
+	// preparation wait for it.
 	queue := newSendQueue(c.tcp)
-	batch := make([]hypervisor.GFN, 0, s.plan.BatchPages)
+	batch := make([]hypervisor.GFN, 0, s.plan.BatchPages*zeroBatches)
+	want := queue.batch(s.plan.BatchPages, 0)
 	var hot []hypervisor.GFN // of the batch, those left out
 	start, pages, hotPages := time.Now(), 0, 0
 	var peeking, sending time.Duration
@@ -206,12 +217,13 @@ func (s *sender) earlyShare(ctx context.Context, c *conn, i, streams int, stop <
 		err = s.sendPages(ctx, c, sc, batch, 0, phasePrecopy)
 		sending += time.Since(t)
 		pages += len(batch)
-		batch = batch[:0]
 		queue.sent(sc.wrote)
+		want = queue.batch(s.plan.BatchPages, float64(sc.zeros)/float64(len(batch)))
+		batch = batch[:0]
 		return err
 	}
 	for g := range shareOf(s.populated.Words(), i, streams) {
-		if batch = append(batch, g); len(batch) == cap(batch) {
+		if batch = append(batch, g); len(batch) == want {
 			if err := flush(); errors.Is(err, errStopped) {
 				return nil
 			} else if err != nil {

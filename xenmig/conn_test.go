@@ -1,10 +1,12 @@
 package xenmig
 
 import (
+	"io"
 	"net"
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
 
@@ -112,5 +114,48 @@ func TestSendQueueBatch(t *testing.T) {
 		if got := q.batch(tc.pages, tc.zeroShare); got != tc.want {
 			t.Errorf("batch(%d, %v) = %d, want %d", tc.pages, tc.zeroShare, got, tc.want)
 		}
+	}
+}
+
+// TestPushWidth: a push whose streams the plan left to AutoStreams narrows
+// to main once its streams together moved less than oneStreamRate over
+// narrowWindow, stays wide above it, decides once, and never narrows a
+// plan that named its streams.
+func TestPushWidth(t *testing.T) {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	log := logrus.NewEntry(l)
+	for _, tc := range []struct {
+		name   string
+		auto   bool
+		after  time.Duration // since the first batch
+		rate   float64       // bytes per second so far
+		want   bool
+		wanted int32 // the state decided
+	}{
+		{"slow link", true, 2 * narrowWindow, oneStreamRate / 4, true, widthNarrow},
+		{"fast link", true, 2 * narrowWindow, oneStreamRate * 2, false, widthWide},
+		{"too early", true, narrowWindow / 4, 1, false, widthOpen},
+		{"streams named", false, 2 * narrowWindow, 1, false, widthOpen},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &pushWidth{auto: tc.auto}
+			w.start.Store(time.Now().Add(-tc.after).UnixNano())
+			w.bytes.Store(uint64(tc.rate * tc.after.Seconds()))
+			if got := w.narrowed(log); got != tc.want {
+				t.Errorf("narrowed() after %v at %.0f B/s = %v, want %v", tc.after, tc.rate, got, tc.want)
+			}
+			if got := w.state.Load(); got != tc.wanted {
+				t.Errorf("state = %d, want %d", got, tc.wanted)
+			}
+			if tc.wanted == widthOpen {
+				return
+			}
+			// Decided once: a rate that changes later does not undo it.
+			w.bytes.Store(uint64(oneStreamRate) * 100)
+			if got := w.narrowed(log); got != tc.want {
+				t.Errorf("narrowed() again = %v, want %v (decided once)", got, tc.want)
+			}
+		})
 	}
 }

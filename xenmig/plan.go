@@ -172,11 +172,15 @@ const maxStreams = wire.MaxStreams
 // link; one when the plan limits the bandwidth below 2.4 Gbit/s, which one
 // stream carries with a small part of a core.
 func AutoStreams(bandwidth int64) int {
-	if bandwidth > 0 && bandwidth < 300e6 {
+	if bandwidth > 0 && bandwidth < oneStreamRate {
 		return 1
 	}
 	return min(runtime.NumCPU(), 4)
 }
+
+// oneStreamRate (bytes per second, 2.4 Gbit/s) is a rate one page stream
+// carries with a small part of a core.
+const oneStreamRate = 300e6
 
 // streams returns the page streams the plan uses.
 func (p Plan) streams() int {

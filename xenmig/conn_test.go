@@ -118,44 +118,50 @@ func TestSendQueueBatch(t *testing.T) {
 }
 
 // TestPushWidth: a push whose streams the plan left to AutoStreams narrows
-// to main once its streams together moved less than oneStreamRate over
-// narrowWindow, stays wide above it, decides once, and never narrows a
-// plan that named its streams.
+// to main over a window in which its streams together moved less than
+// narrowRate, widens again over one in which they moved more, and never
+// narrows a plan that named its streams.
 func TestPushWidth(t *testing.T) {
 	l := logrus.New()
 	l.SetOutput(io.Discard)
 	log := logrus.NewEntry(l)
 	for _, tc := range []struct {
-		name   string
-		auto   bool
-		after  time.Duration // since the first batch
-		rate   float64       // bytes per second so far
-		want   bool
-		wanted int32 // the state decided
+		name  string
+		auto  bool
+		rates []float64 // bytes per second over successive windows
+		want  []bool    // narrowed at the end of each
 	}{
-		{"slow link", true, 2 * narrowWindow, oneStreamRate / 4, true, widthNarrow},
-		{"fast link", true, 2 * narrowWindow, oneStreamRate * 2, false, widthWide},
-		{"too early", true, narrowWindow / 4, 1, false, widthOpen},
-		{"streams named", false, 2 * narrowWindow, 1, false, widthOpen},
+		{"slow link", true, []float64{oneStreamRate / 4, oneStreamRate / 4}, []bool{true, true}},
+		{"fast link", true, []float64{oneStreamRate * 2}, []bool{false}},
+		{"a link one stream only just fills", true, []float64{oneStreamRate * 0.8, oneStreamRate * 0.8}, []bool{false, false}},
+		{"zero pages, then data on a fast link", true, []float64{oneStreamRate / 100, oneStreamRate * 2}, []bool{true, false}},
+		{"streams named", false, []float64{1, 1}, []bool{false, false}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := &pushWidth{auto: tc.auto}
-			w.start.Store(time.Now().Add(-tc.after).UnixNano())
-			w.bytes.Store(uint64(tc.rate * tc.after.Seconds()))
-			if got := w.narrowed(log); got != tc.want {
-				t.Errorf("narrowed() after %v at %.0f B/s = %v, want %v", tc.after, tc.rate, got, tc.want)
+			w := newPushWidth(tc.auto)
+			if w.narrowed(log) {
+				t.Fatalf("narrowed() before any window = true, want false")
 			}
-			if got := w.state.Load(); got != tc.wanted {
-				t.Errorf("state = %d, want %d", got, tc.wanted)
-			}
-			if tc.wanted == widthOpen {
-				return
-			}
-			// Decided once: a rate that changes later does not undo it.
-			w.bytes.Store(uint64(oneStreamRate) * 100)
-			if got := w.narrowed(log); got != tc.want {
-				t.Errorf("narrowed() again = %v, want %v (decided once)", got, tc.want)
+			for i, rate := range tc.rates {
+				// A window that has just ended, at this rate.
+				w.mu.Lock()
+				if !w.at.IsZero() {
+					w.at = time.Now().Add(-2 * narrowWindow)
+				}
+				w.mu.Unlock()
+				w.sent(int(rate * (2 * narrowWindow).Seconds()))
+				if got := w.narrowed(log); got != tc.want[i] {
+					t.Errorf("window %d at %.0f B/s: narrowed() = %v, want %v", i, rate, got, tc.want[i])
+				}
 			}
 		})
+	}
+	w := newPushWidth(true)
+	w.drain()
+	w.drain() // any pusher may find the order empty
+	select {
+	case <-w.drained:
+	default:
+		t.Errorf("drain() did not close drained")
 	}
 }

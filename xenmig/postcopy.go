@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,7 +61,7 @@ func (s *sender) postcopyRound(ctx context.Context, claims *claimSet, order *pus
 	g.Go(func() error { // demand server on the urgent channel
 		return s.serveFaults(gctx, claims, order, &lastFault)
 	})
-	width := &pushWidth{auto: s.plan.Streams == 0}
+	width := newPushWidth(s.plan.Streams == 0)
 	for _, c := range s.links.streams() { // background push on every page stream
 		g.Go(func() error { return s.push(gctx, c, order, &lastFault, width) })
 	}
@@ -126,12 +127,20 @@ func (s *sender) push(ctx context.Context, c *conn, order *pushOrder, lastFault 
 	}
 	buf := make([]hypervisor.GFN, 0, s.plan.BatchPages*zeroBatches)
 	zeroShare := 0.0
+push:
 	for ctx.Err() == nil {
 		if c.stream > 0 && width.narrowed(s.log) {
-			break // main carries the rest
+			select { // main carries the push meanwhile
+			case <-ctx.Done():
+			case <-width.drained:
+				break push
+			case <-time.After(narrowWindow):
+			}
+			continue
 		}
 		gfns := order.next(buf, queue.batch(s.plan.BatchPages, zeroShare))
 		if len(gfns) == 0 {
+			width.drain()
 			break
 		}
 		if err := s.sendPages(ctx, c, sc, gfns, 0, "push"); err != nil {
@@ -154,65 +163,67 @@ func (s *sender) push(ctx context.Context, c *conn, order *pushOrder, lastFault 
 }
 
 // pushWidth narrows a push whose plan chose its streams (AutoStreams) to the
-// main stream alone once the streams together have moved less than
-// oneStreamRate over their first narrowWindow: one stream fills such a
-// link, and every other stream's send buffer (two segments at the least)
-// is more data a demanded page waits behind in the link's queue. On the
-// 1 Gbit/s link, the 1 GiB sequential writer's fault p50 went from 460 to
-// 210 µs with one stream, its push no slower (docs/BENCH.md).
+// main stream alone while the streams move less than narrowRate together,
+// measured over windows of narrowWindow: one stream fills such a link, and
+// every other stream's send buffer (two segments at the least) is more
+// data a demanded page waits behind in the link's queue. The other streams
+// wait meanwhile, and push again once main alone moves more (a window of
+// zero pages moves few bytes on any link). On the 1 Gbit/s link the 1 GiB
+// sequential writer's fault p50 went from 460 to 210 µs, its push no
+// slower (docs/BENCH.md).
 type pushWidth struct {
-	auto  bool          // the plan left the streams to AutoStreams
-	start atomic.Int64  // unix ns of the first batch sent
-	bytes atomic.Uint64 // sent by every stream since
-	state atomic.Int32  // widthOpen, widthNarrow or widthWide
+	auto    bool          // the plan left the streams to AutoStreams
+	bytes   atomic.Uint64 // sent by every stream
+	drained chan struct{} // closed once the order has nothing left
+	once    sync.Once
+
+	mu     sync.Mutex
+	at     time.Time // start of the window
+	from   uint64    // bytes at its start
+	narrow bool
 }
 
-// pushWidth's states: not yet decided, main only, every stream.
-const (
-	widthOpen = iota
-	widthNarrow
-	widthWide
-)
+func newPushWidth(auto bool) *pushWidth {
+	return &pushWidth{auto: auto, drained: make(chan struct{})}
+}
 
-// narrowWindow is how long the push runs on every stream before pushWidth
-// decides.
+// narrowWindow is the window over which pushWidth measures the streams.
 const narrowWindow = 20 * time.Millisecond
 
-// sent counts n bytes a stream sent.
-func (w *pushWidth) sent(n int) {
-	w.start.CompareAndSwap(0, time.Now().UnixNano())
-	w.bytes.Add(uint64(n))
-}
+// narrowRate (1.2 Gbit/s) is half of what one stream carries with ease
+// (oneStreamRate): a push this machine's CPU bounds near that rate moved
+// 2.1 Gbit/s on one stream and 2.7 on two, and a single threshold between
+// narrow and wide made it swap between them and lose a third.
+const narrowRate = oneStreamRate / 2
 
-// narrowed reports whether the streams other than main should stop
-// pushing, deciding once the push has run narrowWindow.
+// sent counts n bytes a stream sent.
+func (w *pushWidth) sent(n int) { w.bytes.Add(uint64(n)) }
+
+// drain says the order has nothing left: the waiting streams end.
+func (w *pushWidth) drain() { w.once.Do(func() { close(w.drained) }) }
+
+// narrowed reports whether the streams other than main should wait,
+// deciding again at the end of each window.
 func (w *pushWidth) narrowed(log *logrus.Entry) bool {
 	if !w.auto {
 		return false
 	}
-	switch w.state.Load() {
-	case widthNarrow:
-		return true
-	case widthWide:
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now, b := time.Now(), w.bytes.Load()
+	if w.at.IsZero() {
+		w.at, w.from = now, b
 		return false
 	}
-	t := w.start.Load()
-	if t == 0 {
-		return false
+	if el := now.Sub(w.at); el >= narrowWindow {
+		rate := float64(b-w.from) / el.Seconds()
+		if narrow := rate < narrowRate; narrow != w.narrow {
+			w.narrow = narrow
+			log.WithFields(logrus.Fields{"rate_mbps": rate * 8 / 1e6, "main_only": narrow}).Debug("push width")
+		}
+		w.at, w.from = now, b
 	}
-	el := time.Since(time.Unix(0, t))
-	if el < narrowWindow {
-		return false
-	}
-	rate := float64(w.bytes.Load()) / el.Seconds()
-	decided := widthWide
-	if rate < oneStreamRate {
-		decided = widthNarrow
-	}
-	if w.state.CompareAndSwap(widthOpen, int32(decided)) && decided == widthNarrow {
-		log.WithField("rate_mbps", rate*8/1e6).Info("push on the main stream alone: one stream fills this link")
-	}
-	return w.state.Load() == widthNarrow
+	return w.narrow
 }
 
 // serveFaults answers the destination's requests on the urgent channel with

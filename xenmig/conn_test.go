@@ -139,18 +139,15 @@ func TestPushWidth(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newPushWidth(tc.auto)
-			if w.narrowed(log) {
+			now := time.Unix(1000, 0)
+			if w.narrowed(log, now) {
 				t.Fatalf("narrowed() before any window = true, want false")
 			}
 			for i, rate := range tc.rates {
-				// A window that has just ended, at this rate.
-				w.mu.Lock()
-				if !w.at.IsZero() {
-					w.at = time.Now().Add(-2 * narrowWindow)
-				}
-				w.mu.Unlock()
+				// A window of twice narrowWindow at this rate.
+				now = now.Add(2 * narrowWindow)
 				w.sent(int(rate * (2 * narrowWindow).Seconds()))
-				if got := w.narrowed(log); got != tc.want[i] {
+				if got := w.narrowed(log, now); got != tc.want[i] {
 					t.Errorf("window %d at %.0f B/s: narrowed() = %v, want %v", i, rate, got, tc.want[i])
 				}
 			}

@@ -129,7 +129,7 @@ func (s *sender) push(ctx context.Context, c *conn, order *pushOrder, lastFault 
 	zeroShare := 0.0
 push:
 	for ctx.Err() == nil {
-		if c.stream > 0 && width.narrowed(s.log) {
+		if c.stream > 0 && width.narrowed(s.log, time.Now()) {
 			select { // main carries the push meanwhile
 			case <-ctx.Done():
 			case <-width.drained:
@@ -202,15 +202,15 @@ func (w *pushWidth) sent(n int) { w.bytes.Add(uint64(n)) }
 // drain says the order has nothing left: the waiting streams end.
 func (w *pushWidth) drain() { w.once.Do(func() { close(w.drained) }) }
 
-// narrowed reports whether the streams other than main should wait,
-// deciding again at the end of each window.
-func (w *pushWidth) narrowed(log *logrus.Entry) bool {
+// narrowed reports whether the streams other than main should wait at
+// now, deciding again at the end of each window.
+func (w *pushWidth) narrowed(log *logrus.Entry, now time.Time) bool {
 	if !w.auto {
 		return false
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	now, b := time.Now(), w.bytes.Load()
+	b := w.bytes.Load()
 	if w.at.IsZero() {
 		w.at, w.from = now, b
 		return false

@@ -119,8 +119,9 @@ func TestSendQueueBatch(t *testing.T) {
 
 // TestPushWidth: a push whose streams the plan left to AutoStreams narrows
 // to main over a window in which its streams together moved less than
-// narrowRate, widens again over one in which they moved more, and never
-// narrows a plan that named its streams.
+// narrowRate and the destination kept up, widens again over one in which
+// they moved more or the destination's receive windows held them back,
+// and never narrows a plan that named its streams.
 func TestPushWidth(t *testing.T) {
 	l := logrus.New()
 	l.SetOutput(io.Discard)
@@ -129,16 +130,20 @@ func TestPushWidth(t *testing.T) {
 		name  string
 		auto  bool
 		rates []float64 // bytes per second over successive windows
+		rwnd  []float64 // share of each the receive windows limited
 		want  []bool    // narrowed at the end of each
 	}{
-		{"slow link", true, []float64{oneStreamRate / 4, oneStreamRate / 4}, []bool{true, true}},
-		{"fast link", true, []float64{oneStreamRate * 2}, []bool{false}},
-		{"a link one stream only just fills", true, []float64{oneStreamRate * 0.8, oneStreamRate * 0.8}, []bool{false, false}},
-		{"zero pages, then data on a fast link", true, []float64{oneStreamRate / 100, oneStreamRate * 2}, []bool{true, false}},
-		{"streams named", false, []float64{1, 1}, []bool{false, false}},
+		{"slow link", true, []float64{oneStreamRate / 4, oneStreamRate / 4}, []float64{0, 0.05}, []bool{true, true}},
+		{"fast link", true, []float64{oneStreamRate * 2}, []float64{0}, []bool{false}},
+		{"a link one stream only just fills", true, []float64{oneStreamRate * 0.8, oneStreamRate * 0.8}, []float64{0, 0}, []bool{false, false}},
+		{"zero pages, then data on a fast link", true, []float64{oneStreamRate / 100, oneStreamRate * 2}, []float64{0, 0}, []bool{true, false}},
+		{"a destination that cannot keep up", true, []float64{oneStreamRate / 4, oneStreamRate / 4, oneStreamRate / 4}, []float64{0, 0.5, 0}, []bool{true, false, true}},
+		{"streams named", false, []float64{1, 1}, []float64{0, 0}, []bool{false, false}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newPushWidth(tc.auto)
+			w := newPushWidth(tc.auto, nil)
+			var limited time.Duration
+			w.rwndLimited = func() time.Duration { return limited }
 			now := time.Unix(1000, 0)
 			if w.narrowed(log, now) {
 				t.Fatalf("narrowed() before any window = true, want false")
@@ -147,13 +152,14 @@ func TestPushWidth(t *testing.T) {
 				// A window of twice narrowWindow at this rate.
 				now = now.Add(2 * narrowWindow)
 				w.sent(int(rate * (2 * narrowWindow).Seconds()))
+				limited += time.Duration(tc.rwnd[i] * float64(2*narrowWindow))
 				if got := w.narrowed(log, now); got != tc.want[i] {
 					t.Errorf("window %d at %.0f B/s: narrowed() = %v, want %v", i, rate, got, tc.want[i])
 				}
 			}
 		})
 	}
-	w := newPushWidth(true)
+	w := newPushWidth(true, nil)
 	w.drain()
 	w.drain() // any pusher may find the order empty
 	select {

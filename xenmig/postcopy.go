@@ -61,7 +61,7 @@ func (s *sender) postcopyRound(ctx context.Context, claims *claimSet, order *pus
 	g.Go(func() error { // demand server on the urgent channel
 		return s.serveFaults(gctx, claims, order, &lastFault)
 	})
-	width := newPushWidth(s.plan.Streams == 0)
+	width := newPushWidth(s.plan.Streams == 0, s.links.streams())
 	for _, c := range s.links.streams() { // background push on every page stream
 		g.Go(func() error { return s.push(gctx, c, order, &lastFault, width) })
 	}
@@ -164,11 +164,14 @@ push:
 
 // pushWidth narrows a push whose plan chose its streams (AutoStreams) to the
 // main stream alone while the streams move less than narrowRate together,
-// measured over windows of narrowWindow: one stream fills such a link, and
-// every other stream's send buffer (two segments at the least) is more
-// data a demanded page waits behind in the link's queue. The other streams
-// wait meanwhile, and push again once main alone moves more (a window of
-// zero pages moves few bytes on any link). On the 1 Gbit/s link the 1 GiB
+// measured over windows of narrowWindow, and the destination kept up with
+// them (their receive windows limited them for under a tenth of it): one
+// stream fills such a link, and every other stream's send buffer (two
+// segments at the least) is more data a demanded page waits behind in the
+// link's queue. A destination that is the limit installs from every
+// stream in parallel, so the streams stay. The other streams wait
+// meanwhile, and push again once main alone moves more (a window of zero
+// pages moves few bytes on any link). On the 1 Gbit/s link the 1 GiB
 // sequential writer's fault p50 went from 460 to 210 µs, its push no
 // slower (docs/BENCH.md).
 type pushWidth struct {
@@ -176,15 +179,30 @@ type pushWidth struct {
 	bytes   atomic.Uint64 // sent by every stream
 	drained chan struct{} // closed once the order has nothing left
 	once    sync.Once
+	// rwndLimited returns how long the streams' receive windows have
+	// limited them, summed, since they were made.
+	rwndLimited func() time.Duration
 
 	mu     sync.Mutex
-	at     time.Time // start of the window
-	from   uint64    // bytes at its start
+	at     time.Time     // start of the window
+	from   uint64        // bytes at its start
+	fromRW time.Duration // rwndLimited at its start
 	narrow bool
 }
 
-func newPushWidth(auto bool) *pushWidth {
-	return &pushWidth{auto: auto, drained: make(chan struct{})}
+func newPushWidth(auto bool, streams []*conn) *pushWidth {
+	return &pushWidth{auto: auto, drained: make(chan struct{}), rwndLimited: func() time.Duration {
+		var sum time.Duration
+		for _, c := range streams {
+			if c.tcp == nil {
+				continue
+			}
+			if info, ok := tcpInfo(c.tcp); ok {
+				sum += time.Duration(info.Rwnd_limited) * time.Microsecond
+			}
+		}
+		return sum
+	}}
 }
 
 // narrowWindow is the window over which pushWidth measures the streams.
@@ -212,16 +230,19 @@ func (w *pushWidth) narrowed(log *logrus.Entry, now time.Time) bool {
 	defer w.mu.Unlock()
 	b := w.bytes.Load()
 	if w.at.IsZero() {
-		w.at, w.from = now, b
+		w.at, w.from, w.fromRW = now, b, w.rwndLimited()
 		return false
 	}
 	if el := now.Sub(w.at); el >= narrowWindow {
+		rw := w.rwndLimited()
 		rate := float64(b-w.from) / el.Seconds()
-		if narrow := rate < narrowRate; narrow != w.narrow {
+		narrow := rate < narrowRate && rw-w.fromRW < el/10
+		if narrow != w.narrow {
 			w.narrow = narrow
-			log.WithFields(logrus.Fields{"rate_mbps": rate * 8 / 1e6, "main_only": narrow}).Debug("push width")
+			log.WithFields(logrus.Fields{"rate_mbps": rate * 8 / 1e6, "rwnd_limited_ms": ms(rw - w.fromRW),
+				"main_only": narrow}).Debug("push width")
 		}
-		w.at, w.from = now, b
+		w.at, w.from, w.fromRW = now, b, rw
 	}
 	return w.narrow
 }

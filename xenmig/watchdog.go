@@ -50,16 +50,25 @@ func newStallConn(c net.Conn, tcp *net.TCPConn, stall time.Duration) *stallConn 
 
 // bytesAcked returns how many bytes the peer has acknowledged on tcp.
 func bytesAcked(tcp *net.TCPConn) (uint64, bool) {
+	info, ok := tcpInfo(tcp)
+	if !ok {
+		return 0, false
+	}
+	return info.Bytes_acked, true
+}
+
+// tcpInfo returns tcp's TCP_INFO.
+func tcpInfo(tcp *net.TCPConn) (*unix.TCPInfo, bool) {
 	raw, err := tcp.SyscallConn()
 	if err != nil {
-		return 0, false
+		return nil, false
 	}
 	var info *unix.TCPInfo
 	raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
 	if err != nil || info == nil {
-		return 0, false
+		return nil, false
 	}
-	return info.Bytes_acked, true
+	return info, true
 }
 
 // bound returns the sooner of now+stall and base.

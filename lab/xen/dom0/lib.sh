@@ -229,6 +229,27 @@ xen_rip_doms() {
 		want && $2 == "RIP:" { if ($3 ~ /^e008:/) print d; want = 0 }' | sort -un
 }
 
+# exit_rip_doms: the domids whose triple-fault dump gives a guest RIP right
+# after an instruction that exits to the hypervisor (rdtsc, wrmsr to the
+# x2APIC EOI, in from the PIT, ...: /lab/guest/exit-rips, from the guest
+# kernel), with interrupts off (RFLAGS.IF clear): the guest's next
+# instruction (e.g. a shift) cannot fault and no interrupt can be
+# delivered, so the fault came on the emulated return from the exit, as
+# with Xen's RIP above. Every guest-RIP death of 2026-12-03's runs (booting
+# guests and post-copy destinations, 4 of 4) was of this kind.
+exit_rip_doms() {
+	[ -s /lab/guest/exit-rips ] || return 0
+	xen_log | awk '/Triple fault/ { d = $2; sub(/^d/, "", d); sub(/v.*/, "", d); want = 1; next }
+		want && $2 == "RIP:" { rip = $3; next }
+		want && $2 == "RFLAGS:" { want = 0
+			if (rip !~ /^0010:/) next
+			sub(/^0010:\[</, "", rip); sub(/>\]$/, "", rip)
+			v = index("0123456789abcdef", tolower(substr($3, length($3) - 2, 1))) - 1 # bits 8-11
+			if (int(v / 2) % 2 == 0) print d, rip # IF (0x200) clear
+		}' |
+		while read -r d rip; do grep -qx "$rip" /lab/guest/exit-rips && echo "$d"; done | sort -un
+}
+
 # triple_fault_doms N: the domids of the last N triple faults Xen logged,
 # ascending, each once, each followed by a space.
 triple_fault_doms() {
@@ -323,7 +344,8 @@ jfield() { local v; v=$(grep -o "\"$1\": *[0-9.]*" "$2" | head -1 | cut -d: -f2 
 # older (FUNC writes the source's domid, once it is ready, with
 # attempt_source; a destination always gets a higher domid), or one FUNC
 # found ran well before it died (ran_then_died), or one whose dump shows
-# the emulation's own signature (xen_rip_doms), and FUNC did not veto the
+# the emulation's own signature (xen_rip_doms: Xen's RIP; exit_rip_doms:
+# a guest RIP just after an exit, interrupts off), and FUNC did not veto the
 # retry (attempt_no_retry: xenmig must have rolled back cleanly). The
 # result says so (lab_retry); failed attempts' results stay in
 # /lab/out/attempts.jsonl.
@@ -345,7 +367,7 @@ lab_attempts() {
 			la_lab=true
 			for la_d in $la_died; do
 				[ "$la_d" -le "$la_src" ] || grep -qx "$la_d" /lab/out/attempt-ran 2>/dev/null ||
-					xen_rip_doms | grep -qx "$la_d" || la_lab=false
+					xen_rip_doms | grep -qx "$la_d" || exit_rip_doms | grep -qx "$la_d" || la_lab=false
 			done
 		fi
 		if [ $la_lab = false ] || [ $la_n -ge "${LAB_MOVE_TRIES:-5}" ]; then

@@ -236,7 +236,7 @@ xen_rip_doms() {
 # instruction (e.g. a shift) cannot fault and no interrupt can be
 # delivered, so the fault came on the emulated return from the exit, as
 # with Xen's RIP above. Every guest-RIP death of 2026-12-03's runs (booting
-# guests and post-copy destinations, 4 of 4) was of this kind.
+# guests and post-copy destinations, 5 of 5) was of this kind.
 exit_rip_doms() {
 	[ -s /lab/guest/exit-rips ] || return 0
 	xen_log | awk '/Triple fault/ { d = $2; sub(/^d/, "", d); sub(/v.*/, "", d); want = 1; next }

@@ -126,7 +126,6 @@ func (s *sender) push(ctx context.Context, c *conn, order *pushOrder, lastFault 
 		}
 	}
 	buf := make([]hypervisor.GFN, 0, s.plan.BatchPages*zeroBatches)
-	zeroShare := 0.0
 push:
 	for ctx.Err() == nil {
 		if c.stream > 0 && width.narrowed(s.log, time.Now()) {
@@ -138,7 +137,7 @@ push:
 			}
 			continue
 		}
-		gfns := order.next(buf, queue.batch(s.plan.BatchPages, zeroShare))
+		gfns := order.next(buf, queue.batch(s.plan.BatchPages, sc.zeroShare()))
 		if len(gfns) == 0 {
 			width.drain()
 			break
@@ -146,7 +145,6 @@ push:
 		if err := s.sendPages(ctx, c, sc, gfns, 0, "push"); err != nil {
 			return err
 		}
-		zeroShare = float64(sc.zeros) / float64(len(gfns))
 		queue.sent(sc.wrote)
 		width.sent(sc.wrote)
 		// Let the demand server run: Go does not preempt a busy goroutine

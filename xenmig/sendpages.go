@@ -68,7 +68,7 @@ func (s *sender) sendShare(ctx context.Context, c *conn, set *hypervisor.Bitmap,
 			if err := s.sendPages(ctx, c, sc, batch, flags, phase); err != nil {
 				return err
 			}
-			want = zeroBatch(s.plan.BatchPages, most, float64(sc.zeros)/float64(len(batch)))
+			want = zeroBatch(s.plan.BatchPages, most, sc.zeroShare())
 			batch = batch[:0]
 		}
 	}
@@ -218,7 +218,7 @@ func (s *sender) earlyShare(ctx context.Context, c *conn, i, streams int, stop <
 		sending += time.Since(t)
 		pages += len(batch)
 		queue.sent(sc.wrote)
-		want = queue.batch(s.plan.BatchPages, float64(sc.zeros)/float64(len(batch)))
+		want = queue.batch(s.plan.BatchPages, sc.zeroShare())
 		batch = batch[:0]
 		return err
 	}
@@ -259,8 +259,17 @@ type scratch struct {
 	hdr   []byte
 	zero  []bool
 	wrote int       // bytes of the last record sent
-	zeros int       // of its pages, those sent as zero
+	gfns  int       // gfns in it
+	zeros int       // of those, the ones sent as zero
 	sent  *claimSet // if set, every gfn sent is marked in it
+}
+
+// zeroShare returns the share of the last record's gfns sent as zero.
+func (sc *scratch) zeroShare() float64 {
+	if sc.gfns == 0 {
+		return 0
+	}
+	return float64(sc.zeros) / float64(sc.gfns)
 }
 
 func newScratch(batch int) *scratch {
@@ -322,7 +331,7 @@ func (s *sender) sendPages(ctx context.Context, c *conn, sc *scratch, gfns []hyp
 		}
 	}
 	n := uint64(len(data) / hypervisor.PageSize)
-	sc.zeros = len(gfns) - int(n)
+	sc.gfns, sc.zeros = len(gfns), len(gfns)-int(n)
 	s.counter.add(&s.counter.phasePages, phase, n)
 	s.counter.add(&s.counter.phaseBytes, phase, uint64(sc.wrote))
 	s.counter.zero.Add(uint64(len(gfns)) - n)

@@ -98,6 +98,19 @@ func (p *preparer) evict(ctx context.Context) {
 	wait.Stop()
 	words := p.out.Words()
 	var hot []hypervisor.GFN
+	// untold gfns were paged out down from the top since the source
+	// was last told how far the walk has come (walked).
+	untold := 0
+	tell := func(w int) error {
+		if untold == 0 || p.covered.Load() == 0 {
+			return nil // nothing new; or the source does not push early
+		}
+		untold = 0
+		if err := p.r.links.main.w.Write(wire.TypeWalked, wire.MarshalGFNs([]hypervisor.GFN{hypervisor.GFN(w * 64)})); err != nil {
+			return fmt.Errorf("send walked: %w", err)
+		}
+		return nil
+	}
 	for w := len(words) - 1; w >= 0; {
 		if ctx.Err() != nil {
 			p.err = ctx.Err()
@@ -114,6 +127,9 @@ func (p *preparer) evict(ctx context.Context) {
 			continue
 		}
 		if d := pace.yield(p.covered.Load(), time.Now()); d > 0 {
+			if p.err = tell(w + 1); p.err != nil {
+				return
+			}
 			wait.Reset(d)
 			select {
 			case <-p.news:
@@ -132,6 +148,11 @@ func (p *preparer) evict(ctx context.Context) {
 		}
 		pace.paged(n, time.Since(t))
 		w--
+		if untold += n; untold >= streamChunk {
+			if p.err = tell(w + 1); p.err != nil {
+				return
+			}
+		}
 	}
 	p.r.prepMS = ms(time.Since(p.start))
 	if err := p.r.links.main.w.Write(wire.TypePrepared, wire.MarshalGFNs(p.r.direct.GFNs())); err != nil {
@@ -195,8 +216,9 @@ func (p *preparer) notify() {
 
 // evictPace decides whether the evictor walks on or leaves the gfns ahead
 // of it to the early push: it waits while the early records cover gfns at
-// least as fast as it pages them out, as measured on both sides, and walks
-// on once the early push is slower or has gone quiet.
+// least as fast as it would page them out, counting what a gfn paged out
+// costs after the switchover too (pagedCost), and walks on once the early
+// push is slower or has gone quiet.
 type evictPace struct {
 	n       int           // gfns paged out
 	spent   time.Duration // paging them out
@@ -221,12 +243,27 @@ func (e *evictPace) perGFN() float64 {
 // before the evictor ever waits; the early push's rate over windows of
 // paceWindow; it is quiet after earlyQuiet without a record; a wait lasts
 // paceWait unless an early record comes first.
+//
+// earlyQuiet is several windows: on a loaded host the destination may read
+// no record for a few milliseconds while the push goes on, and every gfn the
+// evictor takes then costs what pagedCost says.
 const (
 	learnGFNs  = 64
 	paceWindow = 2 * time.Millisecond
-	earlyQuiet = 2 * time.Millisecond
+	earlyQuiet = 10 * time.Millisecond
 	paceWait   = 500 * time.Microsecond
 )
+
+// pagedCost is what a gfn paged out costs, in evicts: its nominate and evict
+// now, and its load after the switchover, under the lock the guest's faults
+// need then (its page must come then, zero or not). An early page costs a
+// write. The lab measured a load at 3.5 times a nominate and evict (266
+// against 77 µs), the simulator's estimate of a real host at 4.8: walking
+// pays only while the push covers gfns more slowly than one per 5 evicts.
+// Counting the evict alone, the evictor walked into the zero pages ahead of
+// a sequential writer's early push, which covers them fast, and each cost
+// the 1 GiB writer some 7 µs after the switchover (docs/BENCH.md).
+const pagedCost = 5
 
 // paged records n gfns paged out in d.
 func (e *evictPace) paged(n int, d time.Duration) {
@@ -245,11 +282,13 @@ func (e *evictPace) yield(covered uint64, now time.Time) time.Duration {
 	if covered != e.last {
 		e.last, e.stirred = covered, now
 	}
-	if now.Sub(e.at) >= paceWindow {
+	// A window without a record keeps the last rate: the push is slow
+	// or has gone quiet only once earlyQuiet has passed.
+	if now.Sub(e.at) >= paceWindow && covered > e.from {
 		e.rate = float64(covered-e.from) / now.Sub(e.at).Seconds()
 		e.at, e.from = now, covered
 	}
-	if e.n < learnGFNs || e.rate == 0 || now.Sub(e.stirred) > earlyQuiet || e.rate*e.perGFN() < 1 {
+	if e.n < learnGFNs || now.Sub(e.stirred) > earlyQuiet || e.rate*pagedCost*e.perGFN() < 1 {
 		e.walks++
 		return 0
 	}

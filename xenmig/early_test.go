@@ -128,6 +128,17 @@ func (e *evictOrder) Evict(g hypervisor.GFN) error {
 	return nil
 }
 
+// evictingPreparer returns a preparer of out whose receiver records what it
+// pages out (pager) and what it sends on main (sent).
+func evictingPreparer(out *hypervisor.Bitmap) (*preparer, *evictOrder, *bytes.Buffer) {
+	pager, sent := &evictOrder{}, &bytes.Buffer{}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	r := &receiver{pager: pager, direct: hypervisor.NewBitmap(out.Len()), log: logrus.NewEntry(log),
+		links: &links{main: &conn{w: wire.NewWriter(sent)}}}
+	return newPreparer(r, out, time.Now()), pager, sent
+}
+
 // TestPreparerHotFirst: the gfns the source names hot are paged out first,
 // in the order named, then the rest top down; gfns early pages took and
 // special ones are never paged out; and prepared goes to the source.
@@ -139,13 +150,7 @@ func TestPreparerHotFirst(t *testing.T) {
 			out.Set(g)
 		}
 	}
-	pager := &evictOrder{}
-	var sent bytes.Buffer
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	r := &receiver{pager: pager, direct: hypervisor.NewBitmap(n), log: logrus.NewEntry(log),
-		links: &links{main: &conn{w: wire.NewWriter(&sent)}}}
-	p := newPreparer(r, out, time.Now())
+	p, pager, sent := evictingPreparer(out)
 	for g := hypervisor.GFN(0); g < 100; g++ {
 		p.taken.claim(g) // written from early pages
 	}
@@ -169,17 +174,20 @@ func TestPreparerHotFirst(t *testing.T) {
 	if !slices.Equal(pager.evicted, want) {
 		t.Errorf("paged out %v\nwant %v", pager.evicted, want)
 	}
-	if typ, _, err := wire.NewReader(&sent).Read(); err != nil || typ != wire.TypePrepared {
+	if typ, _, err := wire.NewReader(sent).Read(); err != nil || typ != wire.TypePrepared {
 		t.Errorf("sent %v, %v; want prepared", typ, err)
 	}
 }
 
 // TestEvictPace: the evictor waits for the early push only once it has
-// measured its own pace, and only while early records cover gfns at least
-// as fast as it pages them out and have not gone quiet.
+// measured its own pace, and only while early records cover gfns faster
+// than it would page them out and load them again (pagedCost evicts each)
+// and have not gone quiet.
 func TestEvictPace(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	ms := func(f float64) time.Time { return t0.Add(time.Duration(f * float64(time.Millisecond))) }
+	// At 1.5 µs an evict and pagedCost evicts a gfn paged out, the push
+	// breaks even at 1/7.5 µs: 267 gfns in 2 ms.
 	for _, tc := range []struct {
 		name    string
 		paged   int           // gfns paged out, at 1.5 µs each
@@ -189,9 +197,11 @@ func TestEvictPace(t *testing.T) {
 	}{
 		{"not measured yet", learnGFNs - 1, 2000, ms(2), 0},
 		{"early faster", learnGFNs, 2000, ms(2), paceWait},
-		{"early as fast", learnGFNs, 1334, ms(2), paceWait},
-		{"early slower", learnGFNs, 1000, ms(2), 0},
-		{"early gone quiet", learnGFNs, 2000, ms(4.5), 0},
+		{"early as fast", learnGFNs, 270, ms(2), paceWait},
+		{"early slower than evicts, faster than evicts and loads", learnGFNs, 1000, ms(2), paceWait},
+		{"early slower", learnGFNs, 200, ms(2), 0},
+		{"early quiet a while", learnGFNs, 2000, ms(2 + 9), paceWait},
+		{"early gone quiet", learnGFNs, 2000, ms(2 + 10.5), 0},
 		{"no early page", learnGFNs, 0, ms(2), 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -201,6 +211,108 @@ func TestEvictPace(t *testing.T) {
 			e.yield(tc.covered, ms(2))
 			if got := e.yield(tc.covered, tc.at); got != tc.want {
 				t.Errorf("yield = %v, want %v (rate %.0f gfns/s, %.2f µs a gfn)", got, tc.want, e.rate, e.perGFN()*1e6)
+			}
+		})
+	}
+}
+
+// TestPreparerWalked: once the source pushes early, the evictor tells it how
+// far down its walk has come, every streamChunk gfns it pages out, so that
+// the early push stops there; every gfn from the told one up is taken.
+func TestPreparerWalked(t *testing.T) {
+	const n = 4 * streamChunk
+	out := hypervisor.NewBitmap(n)
+	for g := hypervisor.GFN(0); g < n; g++ {
+		out.Set(g)
+	}
+	p, _, sent := evictingPreparer(out)
+	for g := hypervisor.GFN(0); g < streamChunk; g++ {
+		p.taken.claim(g) // written from early pages: the source pushes early
+	}
+	p.covered.Add(streamChunk)
+	p.evict(context.Background())
+	if p.err != nil {
+		t.Fatalf("evict: %v", p.err)
+	}
+	rd := wire.NewReader(sent)
+	var told []hypervisor.GFN
+	for {
+		typ, body, err := rd.Read()
+		if err != nil {
+			t.Fatalf("read what the evictor sent: %v", err)
+		}
+		if typ == wire.TypePrepared {
+			break
+		}
+		g, err := wire.UnmarshalGFNs(body)
+		if typ != wire.TypeWalked || err != nil || len(g) != 1 {
+			t.Fatalf("sent %v %v (%v), want walked with one gfn, then prepared", typ, g, err)
+		}
+		told = append(told, g[0])
+	}
+	want := []hypervisor.GFN{3 * streamChunk, 2 * streamChunk, streamChunk}
+	if !slices.Equal(told, want) {
+		t.Errorf("walked %v, want %v", told, want)
+	}
+	for _, g := range told {
+		for h := g; h < n; h++ {
+			if !p.taken.test(h) {
+				t.Errorf("walked %#x told before gfn %#x was taken", uint64(g), uint64(h))
+				break
+			}
+		}
+	}
+}
+
+// TestChunks: pushers taking chunks side by side get every gfn once, each
+// chunk in order, and none at or above the ceiling.
+func TestChunks(t *testing.T) {
+	const n = 10*streamChunk + 100
+	set := hypervisor.NewBitmap(n)
+	for g := hypervisor.GFN(0); g < n; g += 3 {
+		set.Set(g)
+	}
+	for _, tc := range []struct {
+		name    string
+		ceiling hypervisor.GFN // lowered before the push; n: never
+		takers  int
+	}{
+		{"one pusher", n, 1},
+		{"four pushers", n, 4},
+		{"ceiling mid-chunk", 5*streamChunk + 7, 3},
+		{"ceiling at 0", 0, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newChunks(set.Words())
+			c.lower(tc.ceiling)
+			c.lower(n + 64) // never raises it
+			got := make([][]hypervisor.GFN, tc.takers)
+			done := make(chan int)
+			for i := range tc.takers {
+				go func() {
+					for g := range c.all() {
+						got[i] = append(got[i], g)
+					}
+					done <- i
+				}()
+			}
+			var all []hypervisor.GFN
+			for range tc.takers {
+				i := <-done
+				if !slices.IsSorted(got[i]) {
+					t.Errorf("pusher %d got gfns out of order", i)
+				}
+				all = append(all, got[i]...)
+			}
+			slices.Sort(all)
+			var want []hypervisor.GFN
+			for _, g := range set.GFNs() {
+				if g < tc.ceiling {
+					want = append(want, g)
+				}
+			}
+			if !slices.Equal(all, want) {
+				t.Errorf("pushers got %d gfns, want %d (each once, below %#x)", len(all), len(want), uint64(tc.ceiling))
 			}
 		})
 	}

@@ -9,6 +9,7 @@ import (
 	mathbits "math/bits"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -30,15 +31,100 @@ const streamChunk = 512
 // that fall in stream i's chunks of streams.
 func shareOf(words []uint64, i, streams int) iter.Seq[hypervisor.GFN] {
 	return func(yield func(hypervisor.GFN) bool) {
-		const chunkWords = streamChunk / 64
 		for w := i * chunkWords; w < len(words); w += streams * chunkWords {
-			for j := w; j < min(w+chunkWords, len(words)); j++ {
-				for bits := words[j]; bits != 0; bits &= bits - 1 {
-					if !yield(hypervisor.GFN(j*64 + mathbits.TrailingZeros64(bits))) {
-						return
-					}
-				}
+			if !chunkOf(words, w, yield) {
+				return
 			}
+		}
+	}
+}
+
+// chunkWords is how many bitmap words a chunk of streamChunk gfns spans.
+const chunkWords = streamChunk / 64
+
+// chunkOf yields, in ascending order, the gfns set in the chunk of words
+// that starts at word w, and reports whether yield wants more.
+func chunkOf(words []uint64, w int, yield func(hypervisor.GFN) bool) bool {
+	for j := w; j < min(w+chunkWords, len(words)); j++ {
+		for bits := words[j]; bits != 0; bits &= bits - 1 {
+			if !yield(hypervisor.GFN(j*64 + mathbits.TrailingZeros64(bits))) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// chunks hands out the chunks of a bitmap's words in ascending order, one
+// at a time, to whichever early pusher asks next, up to a ceiling the
+// destination lowers. The destination's evictor walks down from the top and
+// pages out what the push has not reached; it says how far it has come
+// (walked records), and the pushers stop there. Pages sent for gfns the
+// evictor had taken would arrive late: held, then loaded after the
+// switchover under the lock the guest's faults need. The pushers walk up
+// side by side for the same reason: one left behind in chunks of its own
+// would send, after the meeting, pages of gfns the evictor took.
+type chunks struct {
+	words   []uint64
+	next    atomic.Int64  // the next chunk to hand out
+	ceiling atomic.Uint64 // the gfns from here up are the evictor's
+}
+
+// newChunks returns the chunks of words, no ceiling lowered yet.
+func newChunks(words []uint64) *chunks {
+	c := &chunks{words: words}
+	c.ceiling.Store(uint64(len(words)) * 64)
+	return c
+}
+
+// lower lowers the ceiling to g, if it is lower.
+func (c *chunks) lower(g hypervisor.GFN) {
+	for {
+		old := c.ceiling.Load()
+		if uint64(g) >= old || c.ceiling.CompareAndSwap(old, uint64(g)) {
+			return
+		}
+	}
+}
+
+// all yields, in ascending order within each chunk, the gfns set in the
+// chunks this caller takes, and ends at the ceiling.
+func (c *chunks) all() iter.Seq[hypervisor.GFN] {
+	return func(yield func(hypervisor.GFN) bool) {
+		below := func(g hypervisor.GFN) bool { return uint64(g) < c.ceiling.Load() && yield(g) }
+		for {
+			w := int(c.next.Add(1)-1) * chunkWords
+			if w >= len(c.words) || !chunkOf(c.words, w, below) {
+				return
+			}
+		}
+	}
+}
+
+// awaitPrepared reads the destination's records on main until prepared,
+// lowering todo's ceiling as its evictor walks down.
+func (s *sender) awaitPrepared(todo *chunks) ([]byte, error) {
+	for {
+		typ, body, err := s.links.main.r.Read()
+		if err != nil {
+			return nil, fmt.Errorf("waiting for %v: %w", wire.TypePrepared, err)
+		}
+		switch typ {
+		case wire.TypeWalked:
+			g, err := wire.UnmarshalGFNs(body)
+			if err == nil && len(g) != 1 {
+				err = wire.ErrMalformed
+			}
+			if err != nil {
+				return nil, fmt.Errorf("walked: %w", err)
+			}
+			todo.lower(g[0])
+		case wire.TypePrepared:
+			return body, nil
+		case wire.TypeAbort:
+			return nil, abortError(body)
+		default:
+			return nil, fmt.Errorf("waiting for %v, got %v: %w", wire.TypePrepared, typ, wire.ErrMalformed)
 		}
 	}
 }
@@ -97,8 +183,9 @@ func (s *sender) earlyPush(ctx context.Context) ([]byte, *hypervisor.Bitmap, err
 	g, gctx := errgroup.WithContext(ctx)
 	streams := s.links.streams()
 	peek := &dirtyPeek{hv: s.hv, dom: s.dom}
-	for i, c := range streams {
-		g.Go(func() error { return s.earlyShare(gctx, c, i, len(streams), stop, sent, peek) })
+	todo := newChunks(s.populated.Words())
+	for _, c := range streams {
+		g.Go(func() error { return s.earlyShare(gctx, c, todo, stop, sent, peek) })
 	}
 	type answer struct {
 		body []byte
@@ -106,7 +193,7 @@ func (s *sender) earlyPush(ctx context.Context) ([]byte, *hypervisor.Bitmap, err
 	}
 	got := make(chan answer, 1)
 	go func() {
-		body, err := s.links.main.expect(wire.TypePrepared)
+		body, err := s.awaitPrepared(todo)
 		got <- answer{body, err}
 	}()
 	var a answer
@@ -159,10 +246,12 @@ func (p *dirtyPeek) get() (*hypervisor.Bitmap, error) {
 	return p.log, nil
 }
 
-// earlyShare sends, on c, stream i's chunks of the populated gfns the guest
-// has not written since log-dirty began (as peek last saw it), until stop
-// closes or none is left.
-func (s *sender) earlyShare(ctx context.Context, c *conn, i, streams int, stop <-chan struct{}, sent *claimSet, peek *dirtyPeek) error {
+// earlyShare sends, on c, the populated gfns of the chunks it takes from
+// todo that the guest has not written since log-dirty began (as peek last
+// saw it), until stop closes or none is left. A gfn sent early is sent once,
+// on whichever stream took its chunk: the streams sync before the pause, so
+// no later copy can be overtaken by it.
+func (s *sender) earlyShare(ctx context.Context, c *conn, todo *chunks, stop <-chan struct{}, sent *claimSet, peek *dirtyPeek) error {
 	sc := newScratch(s.plan.BatchPages * zeroBatches)
 	sc.sent = sent
 	// Whatever is queued when the destination is prepared waits in front
@@ -222,7 +311,7 @@ func (s *sender) earlyShare(ctx context.Context, c *conn, i, streams int, stop <
 		batch = batch[:0]
 		return err
 	}
-	for g := range shareOf(s.populated.Words(), i, streams) {
+	for g := range todo.all() {
 		if batch = append(batch, g); len(batch) == want {
 			if err := flush(); errors.Is(err, errStopped) {
 				return nil

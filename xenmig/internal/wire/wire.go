@@ -22,7 +22,7 @@ import (
 )
 
 // Version is the protocol version this build speaks. Both ends must agree.
-const Version = 4
+const Version = 5
 
 // Magic opens every Hello body.
 const Magic = "XENMIG\x00\x01"
@@ -65,6 +65,7 @@ const (
 	TypeDirect     Type = 21 // receiver, post-copy, answering owed: more gfns it could not page out
 	TypeShell      Type = 22 // receiver, post-copy: the shell exists; pages sent early are taken from now
 	TypeHot        Type = 23 // sender, post-copy, before the switchover: gfns the early push leaves out, written lately
+	TypeWalked     Type = 24 // receiver, post-copy, while the source pushes early: every gfn from this one up is taken
 )
 
 var typeNames = map[Type]string{
@@ -74,7 +75,7 @@ var typeNames = map[Type]string{
 	TypeRequest: "request", TypePushDone: "push-done", TypeComplete: "complete",
 	TypeAbort: "abort", TypeStats: "stats", TypeFinished: "finished",
 	TypeGuestFinal: "guest-final", TypeResume: "resume", TypeLayout: "layout", TypeSync: "sync", TypeDirect: "direct",
-	TypeShell: "shell", TypeHot: "hot",
+	TypeShell: "shell", TypeHot: "hot", TypeWalked: "walked",
 }
 
 // bodyBounds is the largest body of the record types that are small: the
@@ -87,6 +88,7 @@ var bodyBounds = map[Type]uint32{
 	TypeGuestFinal: smallBody, TypeStats: 1 << 20,
 	TypeReady: smallBody, TypeGo: smallBody, TypeResumed: smallBody, TypePushDone: smallBody,
 	TypeComplete: smallBody, TypeFinished: smallBody, TypeSync: smallBody, TypeShell: smallBody,
+	TypeWalked: smallBody,
 }
 
 // MaxBodyOf returns the largest body a record of type t may have: its

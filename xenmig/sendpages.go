@@ -106,26 +106,17 @@ func (c *chunks) all() iter.Seq[hypervisor.GFN] {
 func (s *sender) awaitPrepared(todo *chunks) ([]byte, error) {
 	for {
 		typ, body, err := s.links.main.r.Read()
+		if err != nil || typ != wire.TypeWalked {
+			return expected(wire.TypePrepared, typ, body, err)
+		}
+		g, err := wire.UnmarshalGFNs(body)
+		if err == nil && len(g) != 1 {
+			err = wire.ErrMalformed
+		}
 		if err != nil {
-			return nil, fmt.Errorf("waiting for %v: %w", wire.TypePrepared, err)
+			return nil, fmt.Errorf("walked: %w", err)
 		}
-		switch typ {
-		case wire.TypeWalked:
-			g, err := wire.UnmarshalGFNs(body)
-			if err == nil && len(g) != 1 {
-				err = wire.ErrMalformed
-			}
-			if err != nil {
-				return nil, fmt.Errorf("walked: %w", err)
-			}
-			todo.lower(g[0])
-		case wire.TypePrepared:
-			return body, nil
-		case wire.TypeAbort:
-			return nil, abortError(body)
-		default:
-			return nil, fmt.Errorf("waiting for %v, got %v: %w", wire.TypePrepared, typ, wire.ErrMalformed)
-		}
+		todo.lower(g[0])
 	}
 }
 

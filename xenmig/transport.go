@@ -73,6 +73,12 @@ func (c *conn) helloDone(t Transport) {
 // from the peer becomes an error wrapping ErrAborted.
 func (c *conn) expect(t wire.Type) ([]byte, error) {
 	typ, body, err := c.r.Read()
+	return expected(t, typ, body, err)
+}
+
+// expected returns the body of a record read as typ (or the read's err) if
+// it is of type t, as expect does.
+func expected(t, typ wire.Type, body []byte, err error) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("waiting for %v: %w", t, err)
 	}
